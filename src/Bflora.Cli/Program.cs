@@ -1,1 +1,1 @@
-System.Console.WriteLine(Bflora.Probe.Sum());
+System.Console.WriteLine("bflora");

@@ -1,0 +1,54 @@
+using Xunit;
+
+namespace Bflora.Tests.Cli;
+
+public class CliContractTests
+{
+    [Fact]
+    public void Help_lists_all_six_commands()
+    {
+        var r = CliRunner.Run(new[] { "--help" });
+        Assert.Equal(0, r.ExitCode);
+        foreach (var command in new[] { "demo", "train", "eval", "plan", "bench", "export" })
+            Assert.Contains(command, r.Stdout);
+    }
+
+    [Theory]
+    [InlineData("eval", "--config")]
+    [InlineData("train", "--config")]
+    [InlineData("plan", "--config")]
+    public void A_missing_required_option_is_one_error_line_and_exit_2(string command, string option)
+    {
+        var r = CliRunner.Run(new[] { command });
+        Assert.Equal(2, r.ExitCode);
+        var line = Assert.Single(r.StderrLines);
+        Assert.StartsWith("error:", line);
+        Assert.Contains(option, line);
+    }
+
+    [Fact]
+    public void An_unknown_option_is_one_error_line_and_exit_2()
+    {
+        var r = CliRunner.Run(new[] { "eval", "--config", "configs/debug.toml", "--frobnicate" });
+        Assert.Equal(2, r.ExitCode);
+        Assert.StartsWith("error:", Assert.Single(r.StderrLines));
+    }
+
+    [Fact]
+    public void A_bad_config_value_is_one_error_line_naming_the_key_and_exit_2()
+    {
+        var r = CliRunner.Run(new[] { "eval", "--config", "configs/debug.toml", "--set", "training.seq_len=0" });
+        Assert.Equal(2, r.ExitCode);
+        var line = Assert.Single(r.StderrLines);
+        Assert.StartsWith("error:", line);
+        Assert.Contains("training.seq_len", line);
+    }
+
+    [Fact]
+    public void A_missing_config_file_is_one_error_line_and_exit_2()
+    {
+        var r = CliRunner.Run(new[] { "eval", "--config", "configs/none-such.toml" });
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("none-such.toml", Assert.Single(r.StderrLines));
+    }
+}

@@ -1,0 +1,35 @@
+using System.Diagnostics;
+
+namespace Bflora.Tests.Cli;
+
+public sealed record CliResult(int ExitCode, string Stdout, string Stderr)
+{
+    public string[] StderrLines => Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+}
+
+/// <summary>Runs the real CLI (the Bflora.Cli build beside the tests) as a child process, bounded by a timeout.</summary>
+public static class CliRunner
+{
+    public static CliResult Run(string[] args, TimeSpan? timeout = null, string? workingDirectory = null)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            WorkingDirectory = workingDirectory ?? RepoPaths.Root,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Bflora.Cli.dll"));
+        foreach (var a in args) start.ArgumentList.Add(a);
+        start.Environment.Remove("BFLORA_DEBUG");
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(timeout ?? TimeSpan.FromMinutes(3)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"bflora {string.Join(' ', args)} did not finish in time");
+        }
+        return new CliResult(process.ExitCode, stdout.Result, stderr.Result);
+    }
+}

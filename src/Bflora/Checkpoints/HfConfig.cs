@@ -33,10 +33,10 @@ public static class HfConfig
 
             int dim = RequiredInt(path, root, "hidden_size");
             int heads = RequiredInt(path, root, "num_attention_heads");
-            if (root.TryGetProperty("head_dim", out var hd) && hd.ValueKind == JsonValueKind.Number
-                && heads > 0 && hd.GetInt32() != dim / heads)
+            if (heads <= 0) throw new CheckpointFormatException(path, $"num_attention_heads is {heads}");
+            if (OptionalInt(path, root, "head_dim") is { } headDim && headDim != dim / heads)
                 throw new CheckpointFormatException(path,
-                    $"head_dim {hd.GetInt32()} differs from hidden_size/num_attention_heads = {dim / heads}, which this model needs");
+                    $"head_dim {headDim} differs from hidden_size/num_attention_heads = {dim / heads}, which this model needs");
 
             return new ModelArgs(
                 Dim: dim,

@@ -84,14 +84,16 @@ public static partial class LlamaKeyMap
     public static Tensor HfToTitanRows(Tensor weight, int nHeads)
     {
         var (rows, cols, headDim) = CheckQk(weight, nHeads);
-        return weight.reshape(nHeads, 2, headDim / 2, cols).transpose(1, 2).reshape(rows, cols);
+        using var scope = NewDisposeScope();
+        return weight.reshape(nHeads, 2, headDim / 2, cols).transpose(1, 2).reshape(rows, cols).MoveToOuterDisposeScope();
     }
 
     /// <summary>The inverse of <see cref="HfToTitanRows"/>, for exporting to HF.</summary>
     public static Tensor TitanToHfRows(Tensor weight, int nHeads)
     {
         var (rows, cols, headDim) = CheckQk(weight, nHeads);
-        return weight.reshape(nHeads, headDim / 2, 2, cols).transpose(1, 2).reshape(rows, cols);
+        using var scope = NewDisposeScope();
+        return weight.reshape(nHeads, headDim / 2, 2, cols).transpose(1, 2).reshape(rows, cols).MoveToOuterDisposeScope();
     }
 
     private static (long Rows, long Cols, long HeadDim) CheckQk(Tensor weight, int nHeads)

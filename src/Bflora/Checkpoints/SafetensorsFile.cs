@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
 using static TorchSharp.torch;
@@ -43,7 +44,7 @@ public sealed class SafetensorsFile
 
         Span<byte> lengthBytes = stackalloc byte[8];
         RandomAccess.Read(handle, lengthBytes, 0);
-        ulong headerLength = BitConverter.ToUInt64(lengthBytes);
+        ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(lengthBytes);
         if (headerLength > (ulong)(fileSize - 8))
             throw new CheckpointFormatException(path,
                 $"header length {headerLength} is larger than the {fileSize - 8} bytes after the length field (truncated or not a safetensors file)");
@@ -221,6 +222,8 @@ public sealed class SafetensorsFile
         }
         using var staging = empty(target.shape, info.Dtype);
         TensorMemory.ReadInto(handle, Path, fileOffset, staging);
+        // Loading is not a step autograd should see, and a parameter that requires grad refuses in-place copies otherwise.
+        using var noGrad = no_grad();
         target.copy_(staging);
     }
 }

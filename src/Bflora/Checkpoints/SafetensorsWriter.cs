@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
 using static TorchSharp.torch;
@@ -25,7 +26,9 @@ public static class SafetensorsWriter
         {
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
             {
-                stream.Write(BitConverter.GetBytes((ulong)header.Length));
+                Span<byte> length = stackalloc byte[8];
+                BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
+                stream.Write(length);
                 stream.Write(header);
                 foreach (var name in names) WriteTensorBytes(stream, tensors[name]);
                 stream.Flush(flushToDisk: true);

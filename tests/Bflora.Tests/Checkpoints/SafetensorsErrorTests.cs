@@ -76,6 +76,15 @@ public class SafetensorsErrorTests
     }
 
     [Fact]
+    public void HeaderThatIsNotUtf8IsReported()
+    {
+        using var dir = new TempFolder();
+        string path = dir.File("bad.safetensors");
+        File.WriteAllBytes(path, [.. BitConverter.GetBytes(4UL), 0xFF, 0xFE, 0x00, 0x7B]);
+        Assert.Contains("header is not valid JSON", OpenFails(path));
+    }
+
+    [Fact]
     public void NonObjectHeaderIsReported()
     {
         using var dir = new TempFolder();

@@ -62,6 +62,22 @@ public class SafetensorsRoundTripTests
     }
 
     [Fact]
+    public void BytesMatchTheReferenceLayout()
+    {
+        using var scope = NewDisposeScope();
+        using var dir = new TempFolder();
+        string path = dir.File("t.safetensors");
+        SafetensorsWriter.Write(path, new Dictionary<string, Tensor> { ["a"] = tensor(new[] { 1.0f, 2.0f }) },
+            new Dictionary<string, string> { ["format"] = "pt" });
+
+        const string json = """{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""";
+        string padded = json + new string(' ', (8 - json.Length % 8) % 8);
+        byte[] expected = [.. BitConverter.GetBytes((ulong)padded.Length), .. Encoding.ASCII.GetBytes(padded),
+            .. BitConverter.GetBytes(1.0f), .. BitConverter.GetBytes(2.0f)];
+        Assert.Equal(expected, File.ReadAllBytes(path));
+    }
+
+    [Fact]
     public void FlatSliceReadEqualsTheSliceOfTheFullTensor()
     {
         using var scope = NewDisposeScope();

@@ -36,6 +36,7 @@ public static class HfCheckpointWriter
         }
         // The index goes last: a reader that finds it can rely on every shard it names being complete.
         WriteIndex(Path.Combine(folder, HfCheckpoint.IndexFileName), totalBytes, weightMap);
+        File.Delete(Path.Combine(folder, HfCheckpoint.SingleFileName));
     }
 
     private static List<List<string>> SplitIntoShards(IReadOnlyDictionary<string, Tensor> tensors, long maxShardBytes)
@@ -61,26 +62,17 @@ public static class HfCheckpointWriter
 
     private static void WriteIndex(string path, long totalBytes, IReadOnlyDictionary<string, string> weightMap)
     {
-        string temp = path + $".{Guid.NewGuid():N}.tmp";
-        try
+        AtomicFile.Write(path, stream =>
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-            using (var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
-            {
-                json.WriteStartObject();
-                json.WriteStartObject("metadata");
-                json.WriteNumber("total_size", totalBytes);
-                json.WriteEndObject();
-                json.WriteStartObject("weight_map");
-                foreach (var (name, shard) in weightMap) json.WriteString(name, shard);
-                json.WriteEndObject();
-                json.WriteEndObject();
-            }
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+            using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+            json.WriteStartObject();
+            json.WriteStartObject("metadata");
+            json.WriteNumber("total_size", totalBytes);
+            json.WriteEndObject();
+            json.WriteStartObject("weight_map");
+            foreach (var (name, shard) in weightMap) json.WriteString(name, shard);
+            json.WriteEndObject();
+            json.WriteEndObject();
+        });
     }
 }

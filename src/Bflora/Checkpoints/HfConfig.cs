@@ -71,56 +71,47 @@ public static class HfConfig
     /// <summary>Writes a config.json that HF transformers loads as LlamaForCausalLM with bf16 weights, atomically.</summary>
     public static void Write(string path, ModelArgs args, int bosTokenId, int eosTokenId)
     {
-        string temp = path + $".{Guid.NewGuid():N}.tmp";
-        try
+        AtomicFile.Write(path, stream =>
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-            using (var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+            using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+            json.WriteStartObject();
+            json.WriteStartArray("architectures");
+            json.WriteStringValue("LlamaForCausalLM");
+            json.WriteEndArray();
+            json.WriteString("model_type", "llama");
+            json.WriteNumber("hidden_size", args.Dim);
+            json.WriteNumber("num_hidden_layers", args.NLayers);
+            json.WriteNumber("num_attention_heads", args.NHeads);
+            json.WriteNumber("num_key_value_heads", args.NKvHeads);
+            json.WriteNumber("head_dim", args.HeadDim);
+            json.WriteNumber("intermediate_size", args.FfnHidden);
+            json.WriteNumber("vocab_size", args.VocabSize);
+            json.WriteNumber("max_position_embeddings", args.MaxSeqLen);
+            json.WriteNumber("rope_theta", args.RopeTheta);
+            json.WriteNumber("rms_norm_eps", args.NormEps);
+            if (args.RopeScaling is { } rs)
             {
-                json.WriteStartObject();
-                json.WriteStartArray("architectures");
-                json.WriteStringValue("LlamaForCausalLM");
-                json.WriteEndArray();
-                json.WriteString("model_type", "llama");
-                json.WriteNumber("hidden_size", args.Dim);
-                json.WriteNumber("num_hidden_layers", args.NLayers);
-                json.WriteNumber("num_attention_heads", args.NHeads);
-                json.WriteNumber("num_key_value_heads", args.NKvHeads);
-                json.WriteNumber("head_dim", args.HeadDim);
-                json.WriteNumber("intermediate_size", args.FfnHidden);
-                json.WriteNumber("vocab_size", args.VocabSize);
-                json.WriteNumber("max_position_embeddings", args.MaxSeqLen);
-                json.WriteNumber("rope_theta", args.RopeTheta);
-                json.WriteNumber("rms_norm_eps", args.NormEps);
-                if (args.RopeScaling is { } rs)
-                {
-                    json.WriteStartObject("rope_scaling");
-                    json.WriteString("rope_type", "llama3");
-                    json.WriteNumber("factor", rs.Factor);
-                    json.WriteNumber("low_freq_factor", rs.LowFreqFactor);
-                    json.WriteNumber("high_freq_factor", rs.HighFreqFactor);
-                    json.WriteNumber("original_max_position_embeddings", rs.OriginalMaxPositions);
-                    json.WriteEndObject();
-                }
-                else
-                {
-                    json.WriteNull("rope_scaling");
-                }
-                json.WriteBoolean("tie_word_embeddings", args.TieEmbeddings);
-                json.WriteString("hidden_act", "silu");
-                json.WriteBoolean("attention_bias", false);
-                json.WriteBoolean("mlp_bias", false);
-                json.WriteNumber("bos_token_id", bosTokenId);
-                json.WriteNumber("eos_token_id", eosTokenId);
-                json.WriteString("torch_dtype", "bfloat16");
+                json.WriteStartObject("rope_scaling");
+                json.WriteString("rope_type", "llama3");
+                json.WriteNumber("factor", rs.Factor);
+                json.WriteNumber("low_freq_factor", rs.LowFreqFactor);
+                json.WriteNumber("high_freq_factor", rs.HighFreqFactor);
+                json.WriteNumber("original_max_position_embeddings", rs.OriginalMaxPositions);
                 json.WriteEndObject();
             }
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+            else
+            {
+                json.WriteNull("rope_scaling");
+            }
+            json.WriteBoolean("tie_word_embeddings", args.TieEmbeddings);
+            json.WriteString("hidden_act", "silu");
+            json.WriteBoolean("attention_bias", false);
+            json.WriteBoolean("mlp_bias", false);
+            json.WriteNumber("bos_token_id", bosTokenId);
+            json.WriteNumber("eos_token_id", eosTokenId);
+            json.WriteString("torch_dtype", "bfloat16");
+            json.WriteEndObject();
+        });
     }
 
     /// <summary>

@@ -20,7 +20,6 @@ public sealed class SafetensorsFile
 {
     // The reference implementation refuses larger headers too; it also stops a corrupt length from allocating gigabytes.
     private const long MaxHeaderBytes = 100L << 20;
-    private const string MetadataKey = "__metadata__";
 
     public string Path { get; }
     public IReadOnlyDictionary<string, string> Metadata { get; }
@@ -80,7 +79,7 @@ public sealed class SafetensorsFile
             var tensors = new Dictionary<string, SafetensorsTensorInfo>();
             foreach (var property in doc.RootElement.EnumerateObject())
             {
-                if (property.Name == MetadataKey)
+                if (property.Name == SafetensorsWriter.MetadataKey)
                 {
                     ReadMetadata(path, property.Value, metadata);
                     continue;

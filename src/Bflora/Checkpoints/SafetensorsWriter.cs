@@ -8,6 +8,8 @@ namespace Bflora.Checkpoints;
 /// <summary>Writes safetensors files the way the Hugging Face library lays them out, atomically.</summary>
 public static class SafetensorsWriter
 {
+    internal const string MetadataKey = "__metadata__";
+
     /// <summary>
     /// Writes <paramref name="tensors"/> (bf16, f16 or f32; any device or layout) in name order. The file appears under
     /// <paramref name="path"/> only once complete, so a crash never leaves a half-written checkpoint behind.
@@ -15,30 +17,19 @@ public static class SafetensorsWriter
     public static void Write(string path, IReadOnlyDictionary<string, Tensor> tensors,
         IReadOnlyDictionary<string, string>? metadata = null)
     {
+        if (tensors.ContainsKey(MetadataKey))
+            throw new ArgumentException($"'{MetadataKey}' is reserved for metadata and cannot name a tensor");
         var names = tensors.Keys.Order(StringComparer.Ordinal).ToList();
         byte[] header = BuildHeader(names, tensors, metadata);
 
-        string fullPath = System.IO.Path.GetFullPath(path);
-        string folder = System.IO.Path.GetDirectoryName(fullPath)!;
-        Directory.CreateDirectory(folder);
-        string temp = System.IO.Path.Combine(folder, $".{System.IO.Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, stream =>
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-            {
-                Span<byte> length = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
-                stream.Write(length);
-                stream.Write(header);
-                foreach (var name in names) WriteTensorBytes(stream, tensors[name]);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, fullPath, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+            Span<byte> length = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
+            stream.Write(length);
+            stream.Write(header);
+            foreach (var name in names) WriteTensorBytes(stream, tensors[name]);
+        });
     }
 
     /// <summary>Bytes the tensor data of a file holding these tensors will take (headers excluded).</summary>
@@ -53,7 +44,7 @@ public static class SafetensorsWriter
             json.WriteStartObject();
             if (metadata is { Count: > 0 })
             {
-                json.WriteStartObject("__metadata__");
+                json.WriteStartObject(MetadataKey);
                 foreach (var (key, value) in metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal))
                     json.WriteString(key, value);
                 json.WriteEndObject();

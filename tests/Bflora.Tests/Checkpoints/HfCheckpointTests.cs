@@ -19,6 +19,7 @@ public class HfCheckpointTests
     {
         using var scope = NewDisposeScope();
         using var dir = new TempFolder();
+        HfCheckpointWriter.Write(dir.Path, SampleTensors());
         var tensors = SampleTensors();
 
         HfCheckpointWriter.Write(dir.Path, tensors, maxShardBytes: 50);

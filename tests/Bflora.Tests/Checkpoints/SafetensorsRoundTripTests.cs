@@ -59,6 +59,9 @@ public class SafetensorsRoundTripTests
         Assert.Equal(0, doc.RootElement.GetProperty("alpha").GetProperty("data_offsets")[0].GetInt64());
         Assert.Equal(20, doc.RootElement.GetProperty("mid").GetProperty("data_offsets")[0].GetInt64());
         Assert.Equal(8 + headerLength + 9 * 4, bytes.Length);
+
+        Assert.Throws<ArgumentException>(() =>
+            SafetensorsWriter.Write(path, new Dictionary<string, Tensor> { ["__metadata__"] = ones(1) }));
     }
 
     [Fact]

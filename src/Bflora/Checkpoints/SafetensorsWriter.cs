@@ -1,0 +1,88 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json;
+using static TorchSharp.torch;
+
+namespace Bflora.Checkpoints;
+
+/// <summary>Writes safetensors files the way the Hugging Face library lays them out, atomically.</summary>
+public static class SafetensorsWriter
+{
+    internal const string MetadataKey = "__metadata__";
+
+    /// <summary>
+    /// Writes <paramref name="tensors"/> (bf16, f16 or f32; any device or layout) in name order. The file appears under
+    /// <paramref name="path"/> only once complete, so a crash never leaves a half-written checkpoint behind.
+    /// </summary>
+    public static void Write(string path, IReadOnlyDictionary<string, Tensor> tensors,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        if (tensors.ContainsKey(MetadataKey))
+            throw new ArgumentException($"'{MetadataKey}' is reserved for metadata and cannot name a tensor");
+        var names = tensors.Keys.Order(StringComparer.Ordinal).ToList();
+        byte[] header = BuildHeader(names, tensors, metadata);
+
+        AtomicFile.Write(path, stream =>
+        {
+            Span<byte> length = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
+            stream.Write(length);
+            stream.Write(header);
+            foreach (var name in names) WriteTensorBytes(stream, tensors[name]);
+        });
+    }
+
+    /// <summary>Bytes the tensor data of a file holding these tensors will take (headers excluded).</summary>
+    public static long DataBytes(Tensor t) => t.numel() * SafetensorsDtype.SizeOf(t.dtype);
+
+    private static byte[] BuildHeader(IReadOnlyList<string> names, IReadOnlyDictionary<string, Tensor> tensors,
+        IReadOnlyDictionary<string, string>? metadata)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            if (metadata is { Count: > 0 })
+            {
+                json.WriteStartObject(MetadataKey);
+                foreach (var (key, value) in metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                    json.WriteString(key, value);
+                json.WriteEndObject();
+            }
+            long offset = 0;
+            foreach (var name in names)
+            {
+                var t = tensors[name];
+                long length = DataBytes(t);
+                json.WriteStartObject(name);
+                json.WriteString("dtype", SafetensorsDtype.NameOf(t.dtype));
+                json.WriteStartArray("shape");
+                foreach (long d in t.shape) json.WriteNumberValue(d);
+                json.WriteEndArray();
+                json.WriteStartArray("data_offsets");
+                json.WriteNumberValue(offset);
+                json.WriteNumberValue(offset + length);
+                json.WriteEndArray();
+                json.WriteEndObject();
+                offset += length;
+            }
+            json.WriteEndObject();
+        }
+        // Padding the header with spaces to a multiple of 8 keeps every tensor's data 8-byte aligned for memory maps.
+        int padding = (int)((8 - buffer.Length % 8) % 8);
+        buffer.Write(Encoding.ASCII.GetBytes(new string(' ', padding)));
+        return buffer.ToArray();
+    }
+
+    private static void WriteTensorBytes(Stream stream, Tensor t)
+    {
+        if (TensorMemory.IsDirect(t))
+        {
+            TensorMemory.WriteTo(stream, t);
+            return;
+        }
+        using var staging = empty(t.shape, t.dtype);
+        staging.copy_(t);
+        TensorMemory.WriteTo(stream, staging);
+    }
+}

@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 
 namespace Bflora.Models.Llama3;
@@ -8,13 +9,14 @@ namespace Bflora.Models.Llama3;
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     private readonly double _eps;
+    [ComponentName(Name = nameof(weight))]
     private Parameter _weight;
 
     public RmsNorm(long dim, double eps, Device? device = null, ScalarType dtype = ScalarType.BFloat16) : base("RMSNorm")
     {
         _eps = eps;
         _weight = new Parameter(torch.ones(new[] { dim }, dtype: dtype, device: device));
-        register_parameter("weight", _weight);
+        RegisterComponents();
     }
 
     public Parameter weight

@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 
 namespace Bflora.Models.Llama3;
@@ -10,12 +11,13 @@ namespace Bflora.Models.Llama3;
 /// </summary>
 public sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
 {
+    [ComponentName(Name = nameof(weight))]
     private Parameter _weight;
 
     public TokenEmbedding(long vocab, long dim, Device device, ScalarType dtype) : base("TokenEmbedding")
     {
         _weight = new Parameter(empty(new[] { vocab, dim }, dtype: dtype, device: device));
-        register_parameter("weight", _weight);
+        RegisterComponents();
     }
 
     public Parameter weight

@@ -1,0 +1,98 @@
+using Bflora.Checkpoints;
+using Bflora.Config;
+using Bflora.Models.Llama3;
+using static TorchSharp.torch;
+
+namespace Bflora.Models;
+
+/// <summary>
+/// Turns the [model] section into a materialised Llama-3: dimensions from the flavor and/or the checkpoint's
+/// config.json (checked against each other), built on the meta device, then filled one parameter at a time from the
+/// safetensors files or from the seeded random init.
+/// </summary>
+public static class ModelBuilder
+{
+    /// <summary>The local folder of <c>hf_model_path</c> (hub ids resolve through the HF cache), or null if none is set.</summary>
+    public static string? ModelFolder(BfloraConfig config) =>
+        config.Model.HfModelPath is { } path ? HfHub.ResolveModel(path) : null;
+
+    /// <summary>Model dimensions for this config, given the tokenizer's vocabulary (used where the flavor leaves it open).</summary>
+    public static ModelArgs ResolveArgs(BfloraConfig config, int tokenizerVocab, string? modelFolder)
+    {
+        ModelArgs? fromFile = null;
+        if (modelFolder is not null && File.Exists(Path.Combine(modelFolder, "config.json")))
+            fromFile = HfConfig.Read(Path.Combine(modelFolder, "config.json"));
+        else if (config.Model.Init == "pretrained")
+            throw new BfloraInputException($"model folder {modelFolder} has no config.json");
+
+        ModelArgs args;
+        if (config.Model.Flavor is { } flavorName)
+        {
+            var flavor = Flavors.Get(flavorName);
+            if (flavor.VocabSize == 0) flavor = flavor with { VocabSize = tokenizerVocab };
+            if (fromFile is not null)
+            {
+                try { HfConfig.EnsureMatches(flavor, fromFile); }
+                catch (ArgumentException e) { throw new BfloraInputException($"config.json does not match flavor '{flavorName}': {e.Message}"); }
+                // The checkpoint knows its own RoPE scaling (Llama-3 vs 3.1) and context length.
+                flavor = flavor with { RopeScaling = fromFile.RopeScaling, MaxSeqLen = fromFile.MaxSeqLen };
+            }
+            args = flavor;
+        }
+        else
+        {
+            args = fromFile ?? throw new BfloraInputException("set model.flavor, or model.hf_model_path to a folder with config.json");
+        }
+
+        if (args.VocabSize < tokenizerVocab)
+            throw new BfloraInputException($"the tokenizer has {tokenizerVocab} ids but the model's vocabulary is {args.VocabSize}");
+        args = config.Model.RopeScaling switch
+        {
+            "none" => args with { RopeScaling = null },
+            // The original always applies Llama-3.1 scaling; this reproduces it for parity.
+            "llama3" => args with { RopeScaling = args.RopeScaling ?? RopeScaling.Llama31 },
+            _ => args,
+        };
+        if (config.Training.SeqLen > args.MaxSeqLen)
+            throw new BfloraInputException($"training.seq_len {config.Training.SeqLen} exceeds the model's context of {args.MaxSeqLen}");
+        return args;
+    }
+
+    /// <summary>Builds and materialises the model in bf16 on the CPU; <paramref name="linear"/> may substitute layers.</summary>
+    public static Transformer Build(BfloraConfig config, ModelArgs args, string? modelFolder, LinearFactory? linear = null)
+    {
+        var model = new Transformer(args, META, ScalarType.BFloat16, linear);
+        try
+        {
+            if (config.Model.Init == "random")
+                ModelInit.Random(model, config.Model.InitSeed);
+            else
+                LoadPretrained(model, modelFolder!);
+            if (args.TieEmbeddings) model.TieOutputToEmbedding();
+            model.eval();
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private static void LoadPretrained(Transformer model, string folder)
+    {
+        var checkpoint = LlamaHfCheckpoint.Open(folder, model.Args);
+        ModelInit.Materialize(model, (name, shape) =>
+        {
+            if (name == "output.weight" && model.Args.TieEmbeddings && !checkpoint.Tensors.ContainsKey(name))
+                return empty(shape, ScalarType.BFloat16); // replaced by the tie right after loading
+            var info = checkpoint.Info(name);
+            if (!info.Shape.SequenceEqual(shape))
+                throw new CheckpointFormatException(info.File,
+                    $"tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}], the model expects [{string.Join(", ", shape)}]");
+            var value = empty(shape, ScalarType.BFloat16);
+            checkpoint.Read(name, value);
+            return value;
+        });
+    }
+}

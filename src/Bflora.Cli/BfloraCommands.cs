@@ -30,6 +30,16 @@ public static class BfloraCommands
         Arity = ArgumentArity.ZeroOrMore,
     };
 
+    /// <summary>Loads the config with its --set overrides and prints its warnings.</summary>
+    internal static Config.BfloraConfig LoadConfig(FileInfo file, string[]? overrides)
+    {
+        var config = Config.BfloraConfig.Load(file.ToString(), overrides);
+        foreach (var warning in config.Warnings) Warn(warning);
+        return config;
+    }
+
+    internal static void Warn(string message) => Console.Error.WriteLine($"warning: {message}");
+
     internal static Option<FileInfo> JsonOption() => new("--json") { Description = "also write the result as JSON to this file" };
 
     private static Command Demo()

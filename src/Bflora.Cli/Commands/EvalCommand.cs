@@ -1,4 +1,6 @@
 using System.CommandLine;
+using Bflora.Config;
+using Bflora.Eval;
 
 namespace Bflora.Cli.Commands;
 
@@ -6,18 +8,35 @@ public static class EvalCommand
 {
     public static Command Build()
     {
+        var config = BfloraCommands.ConfigOption();
+        var numSamples = new Option<int>("--num-samples")
+        {
+            Description = "number of windows of seq_len tokens (default 256; more than the data holds → all, with a warning)",
+            DefaultValueFactory = _ => 256,
+        };
+        var bitflip = new Option<bool>("--bitflip") { Description = "flips from [bitflip] on every converted Linear, r = 0" };
+        var bitflipSeed = new Option<long?>("--bitflip-seed") { Description = "overrides bitflip.base_seed" };
+        var profile = new Option<bool>("--profile") { Description = "magnitude percentiles of Linear inputs and weights, suggested thresholds" };
+        var adapter = new Option<DirectoryInfo>("--adapter") { Description = "add a trained LoRA adapter folder" };
+        var json = BfloraCommands.JsonOption();
+        var set = BfloraCommands.SetOption();
         var cmd = new Command("eval", "Forward-only evaluation: clean, --bitflip, or --profile (the seed's eval modes)")
         {
-            BfloraCommands.ConfigOption(),
-            new Option<int>("--num-samples") { Description = "number of windows of seq_len tokens (default 256)", DefaultValueFactory = _ => 256 },
-            new Option<bool>("--bitflip") { Description = "flips from [bitflip] on every converted Linear, r = 0" },
-            new Option<long?>("--bitflip-seed") { Description = "overrides bitflip.base_seed" },
-            new Option<bool>("--profile") { Description = "magnitude percentiles of Linear inputs and weights, suggested thresholds" },
-            new Option<DirectoryInfo>("--adapter") { Description = "add a trained LoRA adapter folder" },
-            BfloraCommands.JsonOption(),
-            BfloraCommands.SetOption(),
+            config, numSamples, bitflip, bitflipSeed, profile, adapter, json, set,
         };
-        cmd.SetAction(_ => ExitCodes.NotBuilt);
+        cmd.SetAction(parse =>
+        {
+            if (parse.GetValue(profile) || parse.GetValue(adapter) is not null || parse.GetValue(bitflip))
+            {
+                Console.Error.WriteLine("bflora eval: --bitflip, --profile and --adapter are not built yet (issues #4 and #5); clean eval works.");
+                return ExitCodes.NotBuilt;
+            }
+            var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, parse.GetValue(set));
+            var request = new EvalRequest(parse.GetValue(numSamples), parse.GetValue(bitflip), parse.GetValue(bitflipSeed));
+            var result = EvalRun.Execute(cfg, request, Console.Out, BfloraCommands.Warn);
+            if (parse.GetValue(json) is { } jsonFile) AtomicFile.WriteAllText(jsonFile.FullName, result.ToJson());
+            return ExitCodes.Ok;
+        });
         return cmd;
     }
 }

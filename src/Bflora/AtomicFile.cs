@@ -1,10 +1,10 @@
-namespace Bflora.Checkpoints;
+namespace Bflora;
 
 /// <summary>
 /// Writes a file under a temporary name in the same folder, flushes it to disk and renames it into place, so a
 /// reader never sees a half-written checkpoint or config and a crash leaves the previous version intact.
 /// </summary>
-internal static class AtomicFile
+public static class AtomicFile
 {
     public static void Write(string path, Action<Stream> write)
     {
@@ -26,4 +26,11 @@ internal static class AtomicFile
             if (File.Exists(temp)) File.Delete(temp);
         }
     }
+
+    public static void WriteAllText(string path, string text) =>
+        Write(path, stream =>
+        {
+            using var writer = new StreamWriter(stream, leaveOpen: true);
+            writer.Write(text);
+        });
 }

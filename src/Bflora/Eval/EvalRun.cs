@@ -1,0 +1,57 @@
+using Bflora.Config;
+using Bflora.Data;
+using Bflora.Models;
+using static TorchSharp.torch;
+
+namespace Bflora.Eval;
+
+/// <summary>What `bflora eval` was asked for.</summary>
+public sealed record EvalRequest(int NumSamples = 256, bool Bitflip = false, long? BitflipSeed = null);
+
+/// <summary>The eval command's whole path: config → tokenizer → model → windows → <see cref="Evaluator"/> → table.</summary>
+public static class EvalRun
+{
+    public static EvalResult Execute(BfloraConfig config, EvalRequest request, TextWriter output, Action<string> warn)
+    {
+        if (request.NumSamples <= 0) throw new BfloraInputException("--num-samples must be positive");
+        var tokenizer = CreateTokenizer(config, out string? modelFolder);
+        var args = ModelBuilder.ResolveArgs(config, tokenizer.VocabSize, modelFolder);
+        using var model = ModelBuilder.Build(config, args, modelFolder);
+        var source = new TextSource(DataLocator.Resolve(config.Data.Path), config.Data.TextField);
+        using var windows = new WindowReader(source, tokenizer, config.Training.SeqLen);
+        var result = Evaluator.Run(model, windows, request.NumSamples, config.Training.LocalBatchSize, "clean", warn);
+        PrintTable(output, config, result, "no bitflip, no LoRA (clean baseline)");
+        return result;
+    }
+
+    /// <summary>The tokenizer of [model]: bytes, or Llama-3 from the model folder (or the bundled tokenizer.json).</summary>
+    public static ITokenizer CreateTokenizer(BfloraConfig config, out string? modelFolder)
+    {
+        modelFolder = ModelBuilder.ModelFolder(config);
+        if (config.Model.Tokenizer == "byte") return Tokenizers.Create("byte", null);
+        string? json = modelFolder is not null && File.Exists(Path.Combine(modelFolder, "tokenizer.json"))
+            ? Path.Combine(modelFolder, "tokenizer.json")
+            : null;
+        if (json is null && config.Model.Init == "pretrained")
+            throw new BfloraInputException($"model folder {modelFolder} has no tokenizer.json");
+        return Tokenizers.Create("llama3", json ?? BundledFiles.Llama3Tokenizer);
+    }
+
+    public static void PrintTable(TextWriter output, BfloraConfig config, EvalResult result, string condition)
+    {
+        string rule = new('=', 60);
+        output.WriteLine(rule);
+        output.WriteLine($"EVAL — {config.Model.Flavor ?? config.Model.HfModelPath} ({config.Name})");
+        output.WriteLine($"condition: {condition}");
+        output.WriteLine($"model: {config.Model.HfModelPath ?? $"random init, seed {config.Model.InitSeed}"}");
+        output.WriteLine($"sequences: {result.Sequences}  (seq_len={config.Training.SeqLen})");
+        output.WriteLine($"tokens: {result.Tokens:N0}");
+        output.WriteLine($"loss (CE): {result.Loss:F4}");
+        output.WriteLine($"perplexity: {result.Perplexity:F4}");
+        output.WriteLine(rule);
+        output.WriteLine();
+        output.WriteLine("| Sequences | Tokens | Loss (CE) | Perplexity |");
+        output.WriteLine("|---|---|---|---|");
+        output.WriteLine($"| {result.Sequences} | {result.Tokens:N0} | {result.Loss:F4} | {result.Perplexity:F2} |");
+    }
+}

@@ -9,8 +9,9 @@ namespace Bflora.Data;
 /// windows are asked for, so memory stays at one piece plus one window.
 /// With <c>cycle</c>, the reader starts a new pass (epoch) when the data or <c>windowsPerEpoch</c> runs out, as the
 /// original restarts its iterator on exhaustion; without it, <see cref="TryNext"/> then returns false.
+/// Dispose it to close the file it is reading when it is dropped before the end.
 /// </summary>
-public sealed class WindowReader
+public sealed class WindowReader : IDisposable
 {
     private readonly TextSource _source;
     private readonly ITokenizer _tokenizer;
@@ -77,6 +78,12 @@ public sealed class WindowReader
         for (; skipped < count && Advance(); skipped++)
             Consume();
         return skipped;
+    }
+
+    public void Dispose()
+    {
+        _chunks?.Dispose();
+        _chunks = null;
     }
 
     /// <summary>Windows in the whole source: every id of the pass but the last is an input of exactly one window.</summary>
@@ -149,7 +156,7 @@ public sealed class WindowReader
         _buffer.Clear();
         _buffer.AddRange(cursor.Carry);
         _head = 0;
-        _chunks = null;
+        Dispose();
         _epoch = cursor.Epoch;
         _windowInEpoch = cursor.WindowInEpoch;
         _document = cursor.Document;

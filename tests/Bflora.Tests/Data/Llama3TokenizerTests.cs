@@ -104,6 +104,23 @@ public sealed class Llama3TokenizerTests(Llama3Fixture fixture, ITestOutputHelpe
         output.WriteLine($"encoded {bytes / 1e6:F2} MB in {seconds:F2} s = {bytes / 1e6 / seconds:F2} MB/s");
     }
 
+    [Fact]
+    public void CorpusWindowsCoverTheWholeTokenStream()
+    {
+        const int seqLen = 2048;
+        const long corpusTokens = 1_263_791, documents = 7;
+        var clock = Stopwatch.StartNew();
+        using var reader = new WindowReader(new TextSource(RepoPaths.Corpus), _tok, seqLen);
+        Assert.True(reader.TryNext(out var first));
+        long windows = 1 + reader.Skip(long.MaxValue);
+        output.WriteLine($"windowed the corpus in {clock.Elapsed.TotalSeconds:F2} s");
+
+        Assert.Equal((corpusTokens + documents - 1) / seqLen, windows);
+        using var stats = JsonDocument.Parse(File.ReadAllText(RepoPaths.Golden("llama3_corpus_token_stats.json")));
+        var emmaStart = stats.RootElement.GetProperty("austen_emma.txt").GetProperty("first_64_ids").EnumerateArray().Select(e => e.GetInt32());
+        Assert.Equal([_tok.BosId, .. emmaStart], first.Take(65));
+    }
+
     private static string Sha256Int32Le(IReadOnlyList<int> ids)
     {
         var bytes = new byte[ids.Count * 4];

@@ -21,36 +21,39 @@ internal static class SafeChunker
         var pending = new StringBuilder();
         var block = new char[Math.Min(chunkChars, 1 << 16)];
         bool yielded = false;
+        char previous = '\0';
+        int lastSafeCut = 0; // in pending; 0 = none (a cut at 0 would make an empty piece)
         int read;
         while ((read = reader.Read(block, 0, block.Length)) > 0)
         {
+            // Each character is looked at once, as it arrives, so pathological text costs linear time too.
+            for (int i = 0; i < read; i++)
+            {
+                if (pending.Length + i > 0 && IsSafeCut(previous, block[i]))
+                    lastSafeCut = pending.Length + i;
+                previous = block[i];
+            }
             pending.Append(block, 0, read);
             if (pending.Length < chunkChars)
                 continue;
-            int cut = LastSafeCut(pending);
-            if (cut <= 0)
+            int cut = lastSafeCut;
+            if (cut == 0)
             {
                 if (pending.Length < HardLimitFactor * chunkChars)
                     continue;
-                cut = char.IsHighSurrogate(pending[^1]) ? pending.Length - 1 : pending.Length;
+                cut = char.IsHighSurrogate(previous) ? pending.Length - 1 : pending.Length;
             }
             yield return pending.ToString(0, cut);
             yielded = true;
             pending.Remove(0, cut);
+            // The cut was the last safe one, so the rest has none until more text arrives.
+            lastSafeCut = 0;
         }
         // An empty document is still a document (it contributes its BOS).
         if (pending.Length > 0 || !yielded)
             yield return pending.ToString();
     }
 
-    private static int LastSafeCut(StringBuilder text)
-    {
-        for (int i = text.Length - 1; i > 0; i--)
-        {
-            char before = text[i - 1], after = text[i];
-            if ((before == '\n' && char.IsLetter(after)) || (after == ' ' && char.IsLetter(before)))
-                return i;
-        }
-        return 0;
-    }
+    internal static bool IsSafeCut(char before, char after) =>
+        (before == '\n' && char.IsLetter(after)) || (after == ' ' && char.IsLetter(before));
 }

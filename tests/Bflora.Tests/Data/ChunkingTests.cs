@@ -20,6 +20,31 @@ public sealed class ChunkingTests(Llama3Fixture fixture) : IClassFixture<Llama3F
         Assert.Equal(fixture.Tokenizer.Encode(File.ReadAllText(path)), piecewise);
     }
 
+    /// <summary>
+    /// Random text from the characters the pre-tokenizer regex treats specially, cut as small as allowed. Samples that
+    /// needed a forced cut (no safe cut within the hard limit) are left out: only the safe-cut rule is on trial here.
+    /// </summary>
+    [Fact]
+    public void PiecewiseLlama3IdsEqualWholeDocumentIdsOnAdversarialText()
+    {
+        string[] alphabet = ["a", "Z", "é", "日", " ", "  ", "\n", "\r\n", "\t", "'s", "'LL", "'", "7", "1234", ".", "?!", "😀", "\u00a0", "\u2028"];
+        var random = new Random(1234);
+        int cuts = 0;
+        for (int sample = 0; sample < 400; sample++)
+        {
+            string text = string.Concat(Enumerable.Range(0, 80).Select(_ => alphabet[random.Next(alphabet.Length)]));
+            var pieces = SafeChunker.Split(new StringReader(text), 16).ToList();
+            Assert.Equal(text, string.Concat(pieces));
+            var ends = pieces.Take(pieces.Count - 1).Select(p => p.Length).ToList();
+            var boundaries = ends.Select((_, i) => ends.Take(i + 1).Sum()).ToList();
+            if (!boundaries.All(at => SafeChunker.IsSafeCut(text[at - 1], text[at])))
+                continue;
+            cuts += boundaries.Count;
+            Assert.Equal(fixture.Tokenizer.Encode(text), pieces.SelectMany(p => fixture.Tokenizer.Encode(p)));
+        }
+        Assert.True(cuts > 300, $"only {cuts} safe cuts were exercised");
+    }
+
     [Fact]
     public void TextWithoutSafeCutsIsStillCutToBoundMemory()
     {

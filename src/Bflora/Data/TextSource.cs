@@ -1,0 +1,145 @@
+using System.Text;
+using System.Text.Json;
+
+namespace Bflora.Data;
+
+/// <summary>One piece of one document, in reading order. Piece 0 of every document is where its BOS goes.</summary>
+public readonly record struct DocumentChunk(long Document, int Chunk, string Text);
+
+/// <summary>
+/// The documents of a dataset path, read lazily and always in the same order:
+/// a <c>.txt</c> file is one document; a <c>.jsonl</c> file holds one document per non-blank line (string field
+/// <see cref="TextField"/>); a folder holds its <c>.txt</c>/<c>.jsonl</c> files, recursively, in ordinal order of their
+/// relative paths. Other files in a folder (README.md, LICENSE) are ignored; Parquet is not read yet and is refused
+/// rather than skipped, so a folder of Parquet shards cannot silently train on nothing.
+/// Long documents come in pieces of about <see cref="ChunkChars"/> characters (see <see cref="SafeChunker"/>).
+/// </summary>
+public sealed class TextSource
+{
+    public const int DefaultChunkChars = 1 << 20;
+
+    private static readonly string[] ReadableExtensions = [".txt", ".jsonl"];
+
+    public TextSource(string path, string textField = "text", int chunkChars = DefaultChunkChars)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunkChars, 16);
+        DataPath = path;
+        TextField = textField;
+        ChunkChars = chunkChars;
+        Files = ListFiles(path);
+    }
+
+    public string DataPath { get; }
+
+    public string TextField { get; }
+
+    public int ChunkChars { get; }
+
+    /// <summary>The files read, in reading order.</summary>
+    public IReadOnlyList<string> Files { get; }
+
+    /// <summary>
+    /// All pieces from document <paramref name="startDocument"/>, piece <paramref name="startChunk"/> on. Skipped
+    /// documents are counted, not parsed, so resuming deep into a dataset costs a read, not a tokenization.
+    /// </summary>
+    public IEnumerable<DocumentChunk> Chunks(long startDocument = 0, int startChunk = 0)
+    {
+        long document = 0;
+        foreach (string file in Files)
+        {
+            foreach (var pieces in Documents(file, skip: Math.Max(0, startDocument - document)))
+            {
+                long index = document++;
+                if (index < startDocument)
+                    continue;
+                int chunk = 0;
+                foreach (string text in pieces)
+                {
+                    if (index > startDocument || chunk >= startChunk)
+                        yield return new DocumentChunk(index, chunk, text);
+                    chunk++;
+                }
+            }
+        }
+        if (document == 0)
+            throw new InvalidDataException($"dataset {DataPath} has no documents (empty .jsonl files only?)");
+    }
+
+    /// <summary>The documents of one file; the first <paramref name="skip"/> are counted but not read or parsed.</summary>
+    private IEnumerable<IEnumerable<string>> Documents(string file, long skip)
+    {
+        if (file.EndsWith(".txt", StringComparison.OrdinalIgnoreCase))
+        {
+            yield return skip > 0 ? [] : TxtPieces(file);
+            yield break;
+        }
+        int lineNumber = 0;
+        foreach (string line in File.ReadLines(file, Encoding.UTF8))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line))
+                continue;
+            if (skip > 0)
+            {
+                skip--;
+                yield return [];
+                continue;
+            }
+            yield return SafeChunker.Split(new StringReader(JsonlText(file, lineNumber, line)), ChunkChars);
+        }
+    }
+
+    private IEnumerable<string> TxtPieces(string file)
+    {
+        using var reader = new StreamReader(file, Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
+        foreach (string piece in SafeChunker.Split(reader, ChunkChars))
+            yield return piece;
+    }
+
+    private string JsonlText(string file, int lineNumber, string line)
+    {
+        JsonDocument json;
+        try
+        {
+            json = JsonDocument.Parse(line);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{file} line {lineNumber}: not valid JSON ({e.Message})", e);
+        }
+        using (json)
+        {
+            if (json.RootElement.ValueKind != JsonValueKind.Object
+                || !json.RootElement.TryGetProperty(TextField, out var field))
+                throw new InvalidDataException($"{file} line {lineNumber}: no field '{TextField}' (set [data] text_field)");
+            if (field.ValueKind != JsonValueKind.String)
+                throw new InvalidDataException($"{file} line {lineNumber}: field '{TextField}' is {field.ValueKind}, not a string");
+            return field.GetString()!;
+        }
+    }
+
+    private static IReadOnlyList<string> ListFiles(string path)
+    {
+        if (File.Exists(path))
+        {
+            string ext = Path.GetExtension(path).ToLowerInvariant();
+            if (!ReadableExtensions.Contains(ext))
+                throw new NotSupportedException($"data file {path}: extension '{ext}' is not supported (use .txt or .jsonl)");
+            return [path];
+        }
+        if (!Directory.Exists(path))
+            throw new FileNotFoundException($"data path not found: {path}", path);
+
+        var all = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).ToList();
+        var parquet = all.Where(f => f.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase)).ToList();
+        if (parquet.Count > 0)
+            throw new NotSupportedException($"data folder {path} holds .parquet files ({parquet[0]} …), which are not supported yet");
+        var files = all
+            .Where(f => ReadableExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
+            .OrderBy(f => Path.GetRelativePath(path, f), StringComparer.Ordinal)
+            .ToList();
+        if (files.Count == 0)
+            throw new InvalidDataException($"data folder {path} has no .txt or .jsonl files");
+        return files;
+    }
+}

@@ -35,8 +35,19 @@ public static class ModelInit
         if (name == "tok_embeddings.weight")
             nn.init.normal_(values, 0.0, std, generator);
         else
-            nn.init.trunc_normal_(values, 0.0, std, -3 * std, 3 * std, generator);
+            TruncatedNormal(values, std, generator);
         return values.to(dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// N(0, std²) truncated to ±3·std by inverse-CDF sampling (TorchSharp's trunc_normal_ ignores its generator's
+    /// stream here and returned zeros): u ~ U(Φ(-3), Φ(3)), x = std·√2·erfinv(2u - 1).
+    /// </summary>
+    private static void TruncatedNormal(Tensor values, double std, Generator generator)
+    {
+        const double phiOfMinus3 = 0.0013498980316301035;
+        values.uniform_(2 * phiOfMinus3 - 1, 1 - 2 * phiOfMinus3, generator);
+        values.erfinv_().mul_(std * Math.Sqrt(2)).clamp_(-3 * std, 3 * std);
     }
 
     private static double StdFor(ModelArgs args, string name)

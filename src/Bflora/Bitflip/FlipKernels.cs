@@ -1,0 +1,225 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Bflora.Bitflip;
+
+/// <summary>
+/// The flip on raw contiguous memory. Work is split into the fast generator's fixed blocks of the global index space,
+/// and every block's result is a function of global indices only, so the thread count never changes the output.
+/// </summary>
+public static unsafe class FlipKernels
+{
+    const int PhiloxChunk = 1024;
+
+    /// <summary>
+    /// dst[i] = flip(src[i]) for the count elements whose global indices start at indexOffset.
+    /// src may equal dst (in place); otherwise the two must not overlap.
+    /// </summary>
+    public static void Run(void* src, void* dst, long count, FlipFormat fmt, FlipOp op, long indexOffset, int maxThreads)
+    {
+        if (count == 0) return;
+        if (indexOffset < 0) throw new ArgumentOutOfRangeException(nameof(indexOffset));
+        int elementBytes = FlipFormats.WordBits(fmt) / 8;
+        long end = indexOffset + count;
+        long firstBlock = indexOffset >> FastMaskStream.BlockShift, lastBlock = (end - 1) >> FastMaskStream.BlockShift;
+        var work = new BlockWork(fmt, op);
+        byte* s = (byte*)src, d = (byte*)dst;
+        var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : Environment.ProcessorCount };
+        Parallel.For(firstBlock, lastBlock + 1, options, b =>
+        {
+            long lo = Math.Max(indexOffset, b << FastMaskStream.BlockShift);
+            long hi = Math.Min(end, (b + 1) << FastMaskStream.BlockShift);
+            long local = lo - indexOffset;
+            work.Do(s + local * elementBytes, d + local * elementBytes, b, lo, (int)(hi - lo));
+        });
+    }
+
+    /// <summary>The per-block steps: copy, XOR the masks in, zero out.</summary>
+    sealed class BlockWork(FlipFormat fmt, FlipOp op)
+    {
+        readonly bool _wide = FlipFormats.WordBits(fmt) == 32;
+        readonly uint _expBits = FlipFormats.ExpMask(fmt), _fracBits = FlipFormats.FracMask(fmt);
+        readonly int[] _expPositions = FastMaskStream.BitPositions(FlipFormats.ExpMask(fmt));
+        readonly int[] _fracPositions = FastMaskStream.BitPositions(FlipFormats.FracMask(fmt));
+        readonly uint? _zeroBits = op.ZeroOutThreshold is float t ? ZeroOut.FirstDroppedBits(fmt, t) : null;
+
+        public void Do(byte* src, byte* dst, long block, long start, int count)
+        {
+            long bytes = (long)count * (_wide ? 4 : 2);
+            if (src != dst) Buffer.MemoryCopy(src, dst, bytes, bytes);
+            if (op.Rng == FlipRng.Philox)
+                XorPhilox(dst, start, count);
+            else
+            {
+                if (op.ExpHalves is int ne) XorFast(dst, block, start, count, _expBits, _expPositions, ne, op.SeedExp);
+                if (op.FracHalves is int nf) XorFast(dst, block, start, count, _fracBits, _fracPositions, nf, op.SeedFrac);
+            }
+            if (_zeroBits is uint z)
+            {
+                if (_wide) ZeroOut.Apply32((uint*)dst, count, z);
+                else ZeroOut.Apply16((ushort*)dst, count, (ushort)z);
+            }
+        }
+
+        void XorFast(byte* dst, long block, long start, int count, uint componentMask, int[] positions, int halves, int seed)
+        {
+            var walker = new FastMaskStream.Walker(seed, block, componentMask, halves, positions.Length);
+            long blockStart = block << FastMaskStream.BlockShift;
+            long skip = start - blockStart;
+            for (long k = walker.Next(); k >= 0; k = walker.Next())
+            {
+                long i = k / positions.Length - skip;
+                if (i < 0) continue;
+                if (i >= count) break;
+                uint bit = 1u << positions[k % positions.Length];
+                if (_wide) ((uint*)dst)[i] ^= bit;
+                else ((ushort*)dst)[i] ^= (ushort)bit;
+            }
+        }
+
+        void XorPhilox(byte* dst, long start, int count)
+        {
+            if (op.ExpHalves is null && op.FracHalves is null) return;
+            int wordBits = _wide ? 32 : 16;
+            uint* masks = stackalloc uint[PhiloxChunk];
+            for (int c = 0; c < count; c += PhiloxChunk)
+            {
+                int n = Math.Min(PhiloxChunk, count - c);
+                new Span<uint>(masks, n).Clear();
+                if (op.ExpHalves is int ne) PhiloxVector.OrMasks(masks, start + c, n, ne, op.SeedExp, _expBits, wordBits);
+                if (op.FracHalves is int nf) PhiloxVector.OrMasks(masks, start + c, n, nf, op.SeedFrac, _fracBits, wordBits);
+                if (_wide)
+                {
+                    uint* w = (uint*)dst + c;
+                    for (int i = 0; i < n; i++) w[i] ^= masks[i];
+                }
+                else
+                {
+                    ushort* w = (ushort*)dst + c;
+                    for (int i = 0; i < n; i++) w[i] ^= (ushort)masks[i];
+                }
+            }
+        }
+    }
+}
+
+/// <summary>Zero-out done on bit patterns: for non-negative floats, value order equals unsigned word order.</summary>
+public static unsafe class ZeroOut
+{
+    /// <summary>
+    /// The smallest magnitude bit pattern whose fp32 value is ≥ t (so a word is kept iff its |bits| is below it);
+    /// 0 (keep nothing) for t ≤ 0 or NaN. The +Inf pattern always qualifies, so NaNs and Infs are never kept.
+    /// </summary>
+    public static uint FirstDroppedBits(FlipFormat fmt, float t)
+    {
+        if (float.IsNaN(t)) return 0;
+        uint lo = 0, hi = fmt == FlipFormat.Float32 ? 0x7F800000u : fmt == FlipFormat.BFloat16 ? 0x7F80u : 0x7C00u;
+        while (lo < hi)
+        {
+            uint mid = lo + (hi - lo) / 2;
+            if (FlipFormats.ToSingle(fmt, mid) >= t) hi = mid; else lo = mid + 1;
+        }
+        return lo;
+    }
+
+    public static void Apply16(ushort* p, int count, ushort firstDropped)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var abs = Vector512.Create((ushort)0x7FFF);
+            var limit = Vector512.Create(firstDropped);
+            for (; i + Vector512<ushort>.Count <= count; i += Vector512<ushort>.Count)
+            {
+                var v = Vector512.Load(p + i);
+                (v & Vector512.LessThan(v & abs, limit)).Store(p + i);
+            }
+        }
+        for (; i < count; i++) if ((p[i] & 0x7FFF) >= firstDropped) p[i] = 0;
+    }
+
+    public static void Apply32(uint* p, int count, uint firstDropped)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var abs = Vector512.Create(0x7FFFFFFFu);
+            var limit = Vector512.Create(firstDropped);
+            for (; i + Vector512<uint>.Count <= count; i += Vector512<uint>.Count)
+            {
+                var v = Vector512.Load(p + i);
+                (v & Vector512.LessThan(v & abs, limit)).Store(p + i);
+            }
+        }
+        for (; i < count; i++) if ((p[i] & 0x7FFFFFFF) >= firstDropped) p[i] = 0;
+    }
+}
+
+/// <summary>The Philox generator's masks, eight elements per AVX-512 vector (one 64-bit lane per element).</summary>
+public static unsafe class PhiloxVector
+{
+    /// <summary>masks[i] |= PhiloxMask.For(start+i, halves, seed, wordBits) &amp; componentMask.</summary>
+    public static void OrMasks(uint* masks, long start, int count, int halves, int seed, uint componentMask, int wordBits)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            int rounds = Philox.RoundsFor(halves), q = halves / 4, r = halves % 4;
+            var lane = Vector512.Create(0UL, 1, 2, 3, 4, 5, 6, 7);
+            var keep = Vector512.Create((ulong)componentMask);
+            var low = Vector512.Create(0xFFFFFFFFUL);
+            for (; i + 16 <= count; i += 16)
+            {
+                var m0 = keep & Mask8((Vector512.Create((ulong)(start + i)) + lane) & low, seed, q, r, rounds);
+                var m1 = keep & Mask8((Vector512.Create((ulong)(start + i + 8)) + lane) & low, seed, q, r, rounds);
+                var packed = Vector512.Narrow(m0, m1);
+                (Vector512.Load(masks + i) | packed).Store(masks + i);
+            }
+        }
+        for (; i < count; i++) masks[i] |= PhiloxMask.For(start + i, halves, seed, wordBits) & componentMask;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<ulong> Mask8(Vector512<ulong> counter, int seed, int q, int r, int rounds)
+    {
+        var mask = Vector512.Create(0xFFFFFFFFUL);
+        for (int j = 0; j < q; j++)
+        {
+            Block8(counter, unchecked(seed + j), rounds, out var w0, out var w1, out var w2, out var w3);
+            mask &= w0 & w1 & w2 & w3;
+        }
+        if (r > 0)
+        {
+            Block8(counter, unchecked(seed + q), rounds, out var w0, out var w1, out var w2, out _);
+            mask &= w0;
+            if (r > 1) mask &= w1;
+            if (r > 2) mask &= w2;
+        }
+        return mask;
+    }
+
+    /// <summary>Philox4x32 with counter (c0, 0, 0, 0); each 64-bit lane holds one 32-bit word.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Block8(Vector512<ulong> c0, int seed, int rounds,
+        out Vector512<ulong> w0, out Vector512<ulong> w1, out Vector512<ulong> w2, out Vector512<ulong> w3)
+    {
+        var (k0, k1) = Philox.Key(seed);
+        var low = Vector512.Create(0xFFFFFFFFUL);
+        var mul0 = Vector512.Create((ulong)Philox.M0);
+        var mul2 = Vector512.Create((ulong)Philox.M2);
+        var c1 = Vector512<ulong>.Zero;
+        var c2 = Vector512<ulong>.Zero;
+        var c3 = Vector512<ulong>.Zero;
+        for (int i = 0; i < rounds; i++)
+        {
+            var p0 = c0 * mul0;
+            var p2 = c2 * mul2;
+            c0 = (p2 >> 32) ^ c1 ^ Vector512.Create((ulong)k0);
+            c1 = p2 & low;
+            c2 = (p0 >> 32) ^ c3 ^ Vector512.Create((ulong)k1);
+            c3 = p0 & low;
+            k0 += Philox.W0; k1 += Philox.W1;
+        }
+        (w0, w1, w2, w3) = (c0, c1, c2, c3);
+    }
+}

@@ -8,7 +8,7 @@ public static unsafe class BitFlip
 {
     /// <summary>
     /// A new contiguous tensor holding flip(x). indexOffset is the global index of x's first element, so a shard of a
-    /// larger tensor flips exactly as that part of the whole would. maxThreads ≤ 0 means all cores.
+    /// larger tensor flips exactly as that part of the whole would. maxThreads ≤ 0 means torch.get_num_threads().
     /// </summary>
     public static Tensor Flip(Tensor x, FlipOp op, long indexOffset = 0, int maxThreads = 0)
     {
@@ -28,7 +28,8 @@ public static unsafe class BitFlip
         if (!dst.shape.SequenceEqual(src.shape)) throw new ArgumentException("flip destination shape differs from the source");
         if (!dst.is_contiguous()) throw new ArgumentException("flip destination must be contiguous");
         using var dense = src.contiguous();
-        FlipKernels.Run(TensorBits.Pointer(dense), TensorBits.Pointer(dst), dense.numel(), fmt, op, indexOffset, maxThreads);
+        FlipKernels.Run(TensorBits.Pointer(dense), TensorBits.Pointer(dst), dense.numel(), fmt, op, indexOffset,
+            maxThreads > 0 ? maxThreads : torch.get_num_threads());
     }
 }
 

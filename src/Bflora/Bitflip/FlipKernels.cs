@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Bflora.Bitflip;
 
@@ -155,42 +156,40 @@ public static unsafe class ZeroOut
     }
 }
 
-/// <summary>The Philox generator's masks, eight elements per AVX-512 vector (one 64-bit lane per element).</summary>
+/// <summary>The Philox generator's masks, sixteen elements per AVX-512 vector (one 32-bit lane per element).</summary>
 public static unsafe class PhiloxVector
 {
     /// <summary>masks[i] |= PhiloxMask.For(start+i, halves, seed, wordBits) &amp; componentMask.</summary>
     public static void OrMasks(uint* masks, long start, int count, int halves, int seed, uint componentMask, int wordBits)
     {
         int i = 0;
-        if (Vector512.IsHardwareAccelerated)
+        if (Avx512F.IsSupported)
         {
             int rounds = Philox.RoundsFor(halves), q = halves / 4, r = halves % 4;
-            var lane = Vector512.Create(0UL, 1, 2, 3, 4, 5, 6, 7);
-            var keep = Vector512.Create((ulong)componentMask);
-            var low = Vector512.Create(0xFFFFFFFFUL);
+            var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            var keep = Vector512.Create(componentMask);
             for (; i + 16 <= count; i += 16)
             {
-                var m0 = keep & Mask8((Vector512.Create((ulong)(start + i)) + lane) & low, seed, q, r, rounds);
-                var m1 = keep & Mask8((Vector512.Create((ulong)(start + i + 8)) + lane) & low, seed, q, r, rounds);
-                var packed = Vector512.Narrow(m0, m1);
-                (Vector512.Load(masks + i) | packed).Store(masks + i);
+                // The counter is the element index cut to 32 bits; lane additions wrap the same way.
+                var counter = Vector512.Create((uint)(start + i)) + lane;
+                (Vector512.Load(masks + i) | (keep & Mask16(counter, seed, q, r, rounds))).Store(masks + i);
             }
         }
         for (; i < count; i++) masks[i] |= PhiloxMask.For(start + i, halves, seed, wordBits) & componentMask;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<ulong> Mask8(Vector512<ulong> counter, int seed, int q, int r, int rounds)
+    static Vector512<uint> Mask16(Vector512<uint> counter, int seed, int q, int r, int rounds)
     {
-        var mask = Vector512.Create(0xFFFFFFFFUL);
+        var mask = Vector512<uint>.AllBitsSet;
         for (int j = 0; j < q; j++)
         {
-            Block8(counter, unchecked(seed + j), rounds, out var w0, out var w1, out var w2, out var w3);
+            Block16(counter, unchecked(seed + j), rounds, out var w0, out var w1, out var w2, out var w3);
             mask &= w0 & w1 & w2 & w3;
         }
         if (r > 0)
         {
-            Block8(counter, unchecked(seed + q), rounds, out var w0, out var w1, out var w2, out _);
+            Block16(counter, unchecked(seed + q), rounds, out var w0, out var w1, out var w2, out _);
             mask &= w0;
             if (r > 1) mask &= w1;
             if (r > 2) mask &= w2;
@@ -198,28 +197,39 @@ public static unsafe class PhiloxVector
         return mask;
     }
 
-    /// <summary>Philox4x32 with counter (c0, 0, 0, 0); each 64-bit lane holds one 32-bit word.</summary>
+    /// <summary>Philox4x32 with counter (c0, 0, 0, 0) in each of sixteen lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Block8(Vector512<ulong> c0, int seed, int rounds,
-        out Vector512<ulong> w0, out Vector512<ulong> w1, out Vector512<ulong> w2, out Vector512<ulong> w3)
+    static void Block16(Vector512<uint> c0, int seed, int rounds,
+        out Vector512<uint> w0, out Vector512<uint> w1, out Vector512<uint> w2, out Vector512<uint> w3)
     {
         var (k0, k1) = Philox.Key(seed);
-        var low = Vector512.Create(0xFFFFFFFFUL);
-        var mul0 = Vector512.Create((ulong)Philox.M0);
-        var mul2 = Vector512.Create((ulong)Philox.M2);
-        var c1 = Vector512<ulong>.Zero;
-        var c2 = Vector512<ulong>.Zero;
-        var c3 = Vector512<ulong>.Zero;
+        var mul0 = Vector512.Create(Philox.M0);
+        var mul2 = Vector512.Create(Philox.M2);
+        var c1 = Vector512<uint>.Zero;
+        var c2 = Vector512<uint>.Zero;
+        var c3 = Vector512<uint>.Zero;
         for (int i = 0; i < rounds; i++)
         {
-            var p0 = c0 * mul0;
-            var p2 = c2 * mul2;
-            c0 = (p2 >> 32) ^ c1 ^ Vector512.Create((ulong)k0);
-            c1 = p2 & low;
-            c2 = (p0 >> 32) ^ c3 ^ Vector512.Create((ulong)k1);
-            c3 = p0 & low;
+            var (hi0, lo0) = WideMultiply(c0, mul0);
+            var (hi2, lo2) = WideMultiply(c2, mul2);
+            c0 = hi2 ^ c1 ^ Vector512.Create(k0);
+            c1 = lo2;
+            c2 = hi0 ^ c3 ^ Vector512.Create(k1);
+            c3 = lo0;
             k0 += Philox.W0; k1 += Philox.W1;
         }
         (w0, w1, w2, w3) = (c0, c1, c2, c3);
+    }
+
+    /// <summary>High and low halves of the 64-bit lane products: vpmuludq covers the even lanes, a shift the odd.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static (Vector512<uint> Hi, Vector512<uint> Lo) WideMultiply(Vector512<uint> a, Vector512<uint> m)
+    {
+        var even = Avx512F.Multiply(a, m);
+        var odd = Avx512F.Multiply((a.AsUInt64() >> 32).AsUInt32(), m);
+        var highWord = Vector512.Create(0xFFFFFFFF00000000UL);
+        var hi = (even >> 32) | (odd & highWord);
+        var lo = (even & ~highWord) | (odd << 32);
+        return (hi.AsUInt32(), lo.AsUInt32());
     }
 }

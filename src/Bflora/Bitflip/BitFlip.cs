@@ -29,8 +29,28 @@ public static unsafe class BitFlip
         if (!dst.is_contiguous()) throw new ArgumentException("flip destination must be contiguous");
         using var dense = src.contiguous();
         FlipKernels.Run(TensorBits.Pointer(dense), TensorBits.Pointer(dst), dense.numel(), fmt, op, indexOffset,
-            maxThreads > 0 ? maxThreads : torch.get_num_threads());
+            Threads(maxThreads));
     }
+
+    /// <summary>
+    /// The flip's straight-through gradient for input x: grad, zeroed where the zero-out drops the flipped value.
+    /// The masks are regenerated from op's seeds, so nothing from the forward is needed but x.
+    /// </summary>
+    public static Tensor StraightThroughGradient(Tensor x, Tensor grad, FlipOp op, long indexOffset = 0, int maxThreads = 0)
+    {
+        if (!grad.shape.SequenceEqual(x.shape) || grad.dtype != x.dtype)
+            throw new ArgumentException("gradient shape or dtype differs from the input");
+        if (op.ZeroOutThreshold is not float t) return grad.clone();
+        var fmt = FlipFormats.Of(x.dtype);
+        using var flipped = Flip(x, op.WithoutZeroOut(), indexOffset, maxThreads);
+        var result = torch.empty(x.shape, x.dtype);
+        result.copy_(grad);
+        FlipKernels.MaskGradient(TensorBits.Pointer(flipped), TensorBits.Pointer(result), result.numel(), fmt, t,
+            Threads(maxThreads));
+        return result;
+    }
+
+    static int Threads(int maxThreads) => maxThreads > 0 ? maxThreads : torch.get_num_threads();
 }
 
 /// <summary>
@@ -57,11 +77,8 @@ public sealed class BitFlipFunction : torch.autograd.SingleTensorFunction<BitFli
     public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad)
     {
         var op = (FlipOp)ctx.get_data("op");
-        if (op.ZeroOutThreshold is not float t) return new List<Tensor> { grad.clone(), null! };
+        if (op.ZeroOutT is null) return new List<Tensor> { grad.clone(), null! };
         var x = ctx.get_saved_variables()[0];
-        using var scope = torch.NewDisposeScope();
-        var flipped = BitFlip.Flip(x.detach(), op.WithoutZeroOut());
-        var kept = flipped.abs().to(ScalarType.Float32).lt(t);
-        return new List<Tensor> { torch.where(kept, grad, torch.zeros_like(grad)).MoveToOuterDisposeScope(), null! };
+        return new List<Tensor> { BitFlip.StraightThroughGradient(x.detach(), grad, op), null! };
     }
 }

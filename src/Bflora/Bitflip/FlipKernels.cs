@@ -35,6 +35,26 @@ public static unsafe class FlipKernels
         });
     }
 
+    /// <summary>
+    /// grad[i] = 0 wherever the zero-out drops flipped[i] (|flipped| ≥ t, NaN, Inf); both buffers hold count words
+    /// of the same format.
+    /// </summary>
+    public static void MaskGradient(void* flipped, void* grad, long count, FlipFormat fmt, float threshold, int maxThreads)
+    {
+        uint firstDropped = ZeroOut.FirstDroppedBits(fmt, threshold);
+        bool wide = FlipFormats.WordBits(fmt) == 32;
+        long chunks = (count + FastMaskStream.BlockElements - 1) >> FastMaskStream.BlockShift;
+        byte* f = (byte*)flipped, g = (byte*)grad;
+        var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : Environment.ProcessorCount };
+        Parallel.For(0, chunks, options, c =>
+        {
+            long lo = c << FastMaskStream.BlockShift;
+            int n = (int)Math.Min(FastMaskStream.BlockElements, count - lo);
+            if (wide) ZeroOut.Where32((uint*)f + lo, (uint*)g + lo, n, firstDropped);
+            else ZeroOut.Where16((ushort*)f + lo, (ushort*)g + lo, n, (ushort)firstDropped);
+        });
+    }
+
     /// <summary>The per-block steps: copy, XOR the masks in, zero out.</summary>
     sealed class BlockWork(FlipFormat fmt, FlipOp op)
     {
@@ -123,7 +143,10 @@ public static unsafe class ZeroOut
         return lo;
     }
 
-    public static void Apply16(ushort* p, int count, ushort firstDropped)
+    public static void Apply16(ushort* p, int count, ushort firstDropped) => Where16(p, p, count, firstDropped);
+
+    /// <summary>target[i] = 0 where probe[i] would be dropped (the in-place Apply16 is the case probe = target).</summary>
+    public static void Where16(ushort* probe, ushort* target, int count, ushort firstDropped)
     {
         int i = 0;
         if (Vector512.IsHardwareAccelerated)
@@ -131,15 +154,12 @@ public static unsafe class ZeroOut
             var abs = Vector512.Create((ushort)0x7FFF);
             var limit = Vector512.Create(firstDropped);
             for (; i + Vector512<ushort>.Count <= count; i += Vector512<ushort>.Count)
-            {
-                var v = Vector512.Load(p + i);
-                (v & Vector512.LessThan(v & abs, limit)).Store(p + i);
-            }
+                (Vector512.Load(target + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
         }
-        for (; i < count; i++) if ((p[i] & 0x7FFF) >= firstDropped) p[i] = 0;
+        for (; i < count; i++) if ((probe[i] & 0x7FFF) >= firstDropped) target[i] = 0;
     }
 
-    public static void Apply32(uint* p, int count, uint firstDropped)
+    public static void Where32(uint* probe, uint* target, int count, uint firstDropped)
     {
         int i = 0;
         if (Vector512.IsHardwareAccelerated)
@@ -147,13 +167,12 @@ public static unsafe class ZeroOut
             var abs = Vector512.Create(0x7FFFFFFFu);
             var limit = Vector512.Create(firstDropped);
             for (; i + Vector512<uint>.Count <= count; i += Vector512<uint>.Count)
-            {
-                var v = Vector512.Load(p + i);
-                (v & Vector512.LessThan(v & abs, limit)).Store(p + i);
-            }
+                (Vector512.Load(target + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
         }
-        for (; i < count; i++) if ((p[i] & 0x7FFFFFFF) >= firstDropped) p[i] = 0;
+        for (; i < count; i++) if ((probe[i] & 0x7FFFFFFF) >= firstDropped) target[i] = 0;
     }
+
+    public static void Apply32(uint* p, int count, uint firstDropped) => Where32(p, p, count, firstDropped);
 }
 
 /// <summary>The Philox generator's masks, sixteen elements per AVX-512 vector (one 32-bit lane per element).</summary>

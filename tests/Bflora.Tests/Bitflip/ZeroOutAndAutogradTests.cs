@@ -84,4 +84,20 @@ public class ZeroOutAndAutogradTests
         y.backward(new[] { upstream });
         Assert.Equal(TensorBits.ReadWords(upstream), TensorBits.ReadWords(x.grad!));
     }
+
+    [Theory]
+    [InlineData(ScalarType.Float32, FlipRng.Fast)]
+    [InlineData(ScalarType.Float16, FlipRng.Philox)]
+    public void Gradient_of_a_shard_uses_its_global_indices(ScalarType dtype, FlipRng rng)
+    {
+        using var scope = torch.NewDisposeScope();
+        var x = torch.randn(200000, ScalarType.Float32).mul_(3).to(dtype);
+        var grad = torch.randn(200000, ScalarType.Float32).to(dtype);
+        var op = new FlipOp(2, 4, 8, 9, 2.5, rng);
+        var whole = BitFlip.StraightThroughGradient(x, grad, op);
+        var shard = BitFlip.StraightThroughGradient(x.slice(0, 70000, 150000, 1), grad.slice(0, 70000, 150000, 1), op,
+            indexOffset: 70000, maxThreads: 3);
+        Assert.Equal(TensorBits.ReadWords(whole)[70000..150000], TensorBits.ReadWords(shard));
+        Assert.Throws<ArgumentException>(() => BitFlip.StraightThroughGradient(x, grad.@double(), op));
+    }
 }

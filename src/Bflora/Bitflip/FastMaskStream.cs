@@ -21,8 +21,33 @@ public static class FastMaskStream
     public static double LogKeep(int halves)
     {
         double p = Math.ScaleB(1.0, -halves);
-        return halves < 27 ? Math.Log(1.0 - p) : -(p + p * p / 2);
+        return halves < 27 ? Log(1.0 - p) : -(p + p * p / 2);
     }
+
+    /// <summary>
+    /// Natural log of a positive finite double from IEEE +, −, ×, ÷ only, in a fixed order, so the gaps (and hence the
+    /// masks) are the same on every machine and libm, which a resumed run or another backend relies on.
+    /// Relative error is a few ulp: u = m·2^e with m in [√½, √2), ln m = 2·atanh((m−1)/(m+1)) by its series.
+    /// </summary>
+    public static double Log(double u)
+    {
+        long bits = BitConverter.DoubleToInt64Bits(u);
+        int e = (int)(bits >> 52) - 1023;
+        double m = BitConverter.Int64BitsToDouble((bits & 0x000FFFFFFFFFFFFFL) | 0x3FF0000000000000L);
+        if (e == -1023)
+        {
+            // Subnormal: normalise by 2^54 first.
+            return Log(u * 18014398509481984.0) - 54 * Ln2;
+        }
+        if (m > Sqrt2) { m *= 0.5; e++; }
+        double s = (m - 1) / (m + 1), s2 = s * s;
+        double series = 1.0 / 25;
+        for (int k = 23; k >= 1; k -= 2) series = 1.0 / k + s2 * series;
+        return e * Ln2 + 2 * s * series;
+    }
+
+    const double Ln2 = 0.6931471805599453094;
+    const double Sqrt2 = 1.4142135623730951;
 
     /// <summary>The set bit positions of a component mask, low to high.</summary>
     public static int[] BitPositions(uint mask)
@@ -57,7 +82,7 @@ public static class FastMaskStream
         public long Next()
         {
             if (_position >= _bitCount) return -1;
-            double gap = Math.Floor(Math.Log(NextUniform()) / _logKeep);
+            double gap = Math.Floor(Log(NextUniform()) / _logKeep);
             // Comparing in double first keeps a huge gap from overflowing the long.
             if (gap >= _bitCount - _position) { _position = _bitCount; return -1; }
             _position += 1 + (long)gap;

@@ -40,13 +40,13 @@ public static unsafe class BitFlip
     {
         if (!grad.shape.SequenceEqual(x.shape) || grad.dtype != x.dtype)
             throw new ArgumentException("gradient shape or dtype differs from the input");
-        if (op.ZeroOutThreshold is not float t) return grad.clone();
+        if (op.ZeroOutT is null) return grad.clone();
         var fmt = FlipFormats.Of(x.dtype);
-        using var flipped = Flip(x, op.WithoutZeroOut(), indexOffset, maxThreads);
+        using var denseX = x.contiguous();
+        using var denseGrad = grad.contiguous();
         var result = torch.empty(x.shape, x.dtype);
-        result.copy_(grad);
-        FlipKernels.MaskGradient(TensorBits.Pointer(flipped), TensorBits.Pointer(result), result.numel(), fmt, t,
-            Threads(maxThreads));
+        FlipKernels.RunGradient(TensorBits.Pointer(denseX), TensorBits.Pointer(denseGrad), TensorBits.Pointer(result),
+            result.numel(), fmt, op, indexOffset, Threads(maxThreads));
         return result;
     }
 

@@ -18,40 +18,53 @@ public static unsafe class FlipKernels
     /// </summary>
     public static void Run(void* src, void* dst, long count, FlipFormat fmt, FlipOp op, long indexOffset, int maxThreads)
     {
-        if (count == 0) return;
-        if (indexOffset < 0) throw new ArgumentOutOfRangeException(nameof(indexOffset));
-        int elementBytes = FlipFormats.WordBits(fmt) / 8;
-        long end = indexOffset + count;
-        long firstBlock = indexOffset >> FastMaskStream.BlockShift, lastBlock = (end - 1) >> FastMaskStream.BlockShift;
         var work = new BlockWork(fmt, op);
         byte* s = (byte*)src, d = (byte*)dst;
+        ForEachBlock(count, indexOffset, maxThreads, (block, start, n, local) =>
+            work.Do(s + local * work.ElementBytes, d + local * work.ElementBytes, block, start, n));
+    }
+
+    /// <summary>
+    /// gradOut[i] = grad[i] where flip(x[i]) survives op's zero-out, else 0: the straight-through gradient,
+    /// regenerating each block's flip in a small per-thread buffer instead of a full-size tensor.
+    /// </summary>
+    public static void RunGradient(void* x, void* grad, void* gradOut, long count, FlipFormat fmt, FlipOp op,
+        long indexOffset, int maxThreads)
+    {
+        if (op.ZeroOutThreshold is not float t) throw new ArgumentException("the gradient mask needs a zero-out threshold");
+        var work = new BlockWork(fmt, op.WithoutZeroOut());
+        uint firstDropped = ZeroOut.FirstDroppedBits(fmt, t);
+        byte* xs = (byte*)x, g = (byte*)grad, go = (byte*)gradOut;
+        ForEachBlock(count, indexOffset, maxThreads, (block, start, n, local) =>
+        {
+            long at = local * work.ElementBytes;
+            s_scratch ??= GC.AllocateArray<byte>((int)FastMaskStream.BlockElements * 4, pinned: true);
+            fixed (byte* scratch = s_scratch)
+            {
+                work.Do(xs + at, scratch, block, start, n);
+                if (work.ElementBytes == 4) ZeroOut.Select32((uint*)scratch, (uint*)(g + at), (uint*)(go + at), n, firstDropped);
+                else ZeroOut.Select16((ushort*)scratch, (ushort*)(g + at), (ushort*)(go + at), n, (ushort)firstDropped);
+            }
+        });
+    }
+
+    [ThreadStatic] static byte[]? s_scratch;
+
+    delegate void BlockAction(long block, long start, int count, long localOffset);
+
+    /// <summary>Runs action on each fixed block's part of [indexOffset, indexOffset+count), in parallel.</summary>
+    static void ForEachBlock(long count, long indexOffset, int maxThreads, BlockAction action)
+    {
+        if (count == 0) return;
+        if (indexOffset < 0) throw new ArgumentOutOfRangeException(nameof(indexOffset));
+        long end = indexOffset + count;
+        long firstBlock = indexOffset >> FastMaskStream.BlockShift, lastBlock = (end - 1) >> FastMaskStream.BlockShift;
         var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : Environment.ProcessorCount };
         Parallel.For(firstBlock, lastBlock + 1, options, b =>
         {
             long lo = Math.Max(indexOffset, b << FastMaskStream.BlockShift);
             long hi = Math.Min(end, (b + 1) << FastMaskStream.BlockShift);
-            long local = lo - indexOffset;
-            work.Do(s + local * elementBytes, d + local * elementBytes, b, lo, (int)(hi - lo));
-        });
-    }
-
-    /// <summary>
-    /// grad[i] = 0 wherever the zero-out drops flipped[i] (|flipped| ≥ t, NaN, Inf); both buffers hold count words
-    /// of the same format.
-    /// </summary>
-    public static void MaskGradient(void* flipped, void* grad, long count, FlipFormat fmt, float threshold, int maxThreads)
-    {
-        uint firstDropped = ZeroOut.FirstDroppedBits(fmt, threshold);
-        bool wide = FlipFormats.WordBits(fmt) == 32;
-        long chunks = (count + FastMaskStream.BlockElements - 1) >> FastMaskStream.BlockShift;
-        byte* f = (byte*)flipped, g = (byte*)grad;
-        var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : Environment.ProcessorCount };
-        Parallel.For(0, chunks, options, c =>
-        {
-            long lo = c << FastMaskStream.BlockShift;
-            int n = (int)Math.Min(FastMaskStream.BlockElements, count - lo);
-            if (wide) ZeroOut.Where32((uint*)f + lo, (uint*)g + lo, n, firstDropped);
-            else ZeroOut.Where16((ushort*)f + lo, (ushort*)g + lo, n, (ushort)firstDropped);
+            action(b, lo, (int)(hi - lo), lo - indexOffset);
         });
     }
 
@@ -59,6 +72,7 @@ public static unsafe class FlipKernels
     sealed class BlockWork(FlipFormat fmt, FlipOp op)
     {
         readonly bool _wide = FlipFormats.WordBits(fmt) == 32;
+        public int ElementBytes => _wide ? 4 : 2;
         readonly uint _expBits = FlipFormats.ExpMask(fmt), _fracBits = FlipFormats.FracMask(fmt);
         readonly int[] _expPositions = FastMaskStream.BitPositions(FlipFormats.ExpMask(fmt));
         readonly int[] _fracPositions = FastMaskStream.BitPositions(FlipFormats.FracMask(fmt));
@@ -143,10 +157,12 @@ public static unsafe class ZeroOut
         return lo;
     }
 
-    public static void Apply16(ushort* p, int count, ushort firstDropped) => Where16(p, p, count, firstDropped);
+    public static void Apply16(ushort* p, int count, ushort firstDropped) => Select16(p, p, p, count, firstDropped);
 
-    /// <summary>target[i] = 0 where probe[i] would be dropped (the in-place Apply16 is the case probe = target).</summary>
-    public static void Where16(ushort* probe, ushort* target, int count, ushort firstDropped)
+    public static void Apply32(uint* p, int count, uint firstDropped) => Select32(p, p, p, count, firstDropped);
+
+    /// <summary>target[i] = probe[i] dropped ? 0 : source[i]; Apply16 is the case probe = source = target.</summary>
+    public static void Select16(ushort* probe, ushort* source, ushort* target, int count, ushort firstDropped)
     {
         int i = 0;
         if (Vector512.IsHardwareAccelerated)
@@ -154,12 +170,12 @@ public static unsafe class ZeroOut
             var abs = Vector512.Create((ushort)0x7FFF);
             var limit = Vector512.Create(firstDropped);
             for (; i + Vector512<ushort>.Count <= count; i += Vector512<ushort>.Count)
-                (Vector512.Load(target + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
+                (Vector512.Load(source + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
         }
-        for (; i < count; i++) if ((probe[i] & 0x7FFF) >= firstDropped) target[i] = 0;
+        for (; i < count; i++) target[i] = (probe[i] & 0x7FFF) >= firstDropped ? (ushort)0 : source[i];
     }
 
-    public static void Where32(uint* probe, uint* target, int count, uint firstDropped)
+    public static void Select32(uint* probe, uint* source, uint* target, int count, uint firstDropped)
     {
         int i = 0;
         if (Vector512.IsHardwareAccelerated)
@@ -167,12 +183,10 @@ public static unsafe class ZeroOut
             var abs = Vector512.Create(0x7FFFFFFFu);
             var limit = Vector512.Create(firstDropped);
             for (; i + Vector512<uint>.Count <= count; i += Vector512<uint>.Count)
-                (Vector512.Load(target + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
+                (Vector512.Load(source + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
         }
-        for (; i < count; i++) if ((probe[i] & 0x7FFFFFFF) >= firstDropped) target[i] = 0;
+        for (; i < count; i++) target[i] = (probe[i] & 0x7FFFFFFF) >= firstDropped ? 0 : source[i];
     }
-
-    public static void Apply32(uint* p, int count, uint firstDropped) => Where32(p, p, count, firstDropped);
 }
 
 /// <summary>The Philox generator's masks, sixteen elements per AVX-512 vector (one 32-bit lane per element).</summary>

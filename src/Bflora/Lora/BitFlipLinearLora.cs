@@ -28,6 +28,7 @@ public sealed class BitFlipLinearLora : Module<Tensor, Tensor>
     {
         if (weight.dim() != 2) throw new ArgumentException("weight must be [out, in]");
         if (r < 0) throw new ArgumentException($"LoRA rank must be ≥ 0, got {r}");
+        // A bad probability fails here, at build time, rather than at the first forward.
         settings.XOp(0, layerIdx);
         settings.WOp(0, layerIdx);
         _weight = weight;

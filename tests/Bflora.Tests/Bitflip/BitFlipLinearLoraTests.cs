@@ -100,6 +100,24 @@ public class BitFlipLinearLoraTests
     }
 
     [Fact]
+    public void Evaluation_under_no_grad_sees_the_same_flips_and_leaves_the_step()
+    {
+        using var scope = torch.NewDisposeScope();
+        var step = new FlipStep { Value = 9 };
+        var layer = Layer(Noisy with { Rng = FlipRng.Philox }, step);
+        var x = Input();
+        var training = layer.forward(x.requires_grad_(true));
+        using (torch.no_grad()) Equal(training, layer.forward(x));
+        Assert.Equal(9, step.Value);
+    }
+
+    [Fact]
+    public void Bad_probability_fails_at_construction()
+    {
+        Assert.Throws<ArgumentException>(() => Layer(Noisy with { WPFrac = 1.5 }, new FlipStep()));
+    }
+
+    [Fact]
     public void Gradient_reaches_lora_through_the_weight_flip()
     {
         using var scope = torch.NewDisposeScope();

@@ -121,8 +121,13 @@ public static unsafe class FlipKernels
             {
                 int n = Math.Min(PhiloxChunk, count - c);
                 new Span<uint>(masks, n).Clear();
-                if (op.ExpHalves is int ne) PhiloxVector.OrMasks(masks, start + c, n, ne, op.SeedExp, _expBits, wordBits);
-                if (op.FracHalves is int nf) PhiloxVector.OrMasks(masks, start + c, n, nf, op.SeedFrac, _fracBits, wordBits);
+                if (op.ExpHalves is int ne && op.FracHalves is int nf && Philox.RoundsFor(ne) == Philox.RoundsFor(nf))
+                    PhiloxVector.OrMasksShared(masks, start + c, n, ne, op.SeedExp, _expBits, nf, op.SeedFrac, _fracBits, wordBits);
+                else
+                {
+                    if (op.ExpHalves is int e) PhiloxVector.OrMasks(masks, start + c, n, e, op.SeedExp, _expBits, wordBits);
+                    if (op.FracHalves is int f) PhiloxVector.OrMasks(masks, start + c, n, f, op.SeedFrac, _fracBits, wordBits);
+                }
                 if (_wide)
                 {
                     uint* w = (uint*)dst + c;
@@ -210,6 +215,56 @@ public static unsafe class PhiloxVector
         }
         for (; i < count; i++) masks[i] |= PhiloxMask.For(start + i, halves, seed, wordBits) & componentMask;
     }
+
+    /// <summary>
+    /// Both components at once, for equal round counts. Their seed ranges overlap when the seeds are consecutive (the
+    /// layer's exp/frac seeds are), and a Philox block both need is then computed once: 5 blocks instead of 8 at n=16.
+    /// </summary>
+    public static void OrMasksShared(uint* masks, long start, int count, int halvesA, int seedA, uint maskA,
+        int halvesB, int seedB, uint maskB, int wordBits)
+    {
+        int i = 0;
+        if (Avx512F.IsSupported)
+        {
+            int rounds = Philox.RoundsFor(halvesA);
+            // Per seed of the union (as 64-bit values; the int cast wraps like the original's i32 seed + j).
+            long first = Math.Min(seedA, seedB);
+            long last = Math.Max((long)seedA + (halvesA + 3) / 4, (long)seedB + (halvesB + 3) / 4) - 1;
+            var plan = new List<(int Seed, int UseA, int UseB)>();
+            for (long k = first; k <= last; k++)
+            {
+                int useA = WordsUsed(k - seedA, halvesA), useB = WordsUsed(k - seedB, halvesB);
+                if (useA + useB > 0) plan.Add((unchecked((int)k), useA, useB));
+            }
+            var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            var keepA = Vector512.Create(maskA);
+            var keepB = Vector512.Create(maskB);
+            for (; i + 16 <= count; i += 16)
+            {
+                var counter = Vector512.Create((uint)(start + i)) + lane;
+                var a = Vector512<uint>.AllBitsSet;
+                var b = Vector512<uint>.AllBitsSet;
+                foreach (var (seed, useA, useB) in plan)
+                {
+                    Block16(counter, seed, rounds, out var w0, out var w1, out var w2, out var w3);
+                    a &= FirstWords(useA, w0, w1, w2, w3);
+                    b &= FirstWords(useB, w0, w1, w2, w3);
+                }
+                (Vector512.Load(masks + i) | (keepA & a) | (keepB & b)).Store(masks + i);
+            }
+        }
+        for (; i < count; i++)
+            masks[i] |= (PhiloxMask.For(start + i, halvesA, seedA, wordBits) & maskA)
+                      | (PhiloxMask.For(start + i, halvesB, seedB, wordBits) & maskB);
+    }
+
+    /// <summary>How many words (from w0 on) a component with the given halves takes from its seed + offset.</summary>
+    static int WordsUsed(long offset, int halves) =>
+        offset < 0 ? 0 : offset < halves / 4 ? 4 : offset == halves / 4 ? halves % 4 : 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<uint> FirstWords(int n, Vector512<uint> w0, Vector512<uint> w1, Vector512<uint> w2, Vector512<uint> w3) =>
+        n switch { 0 => Vector512<uint>.AllBitsSet, 1 => w0, 2 => w0 & w1, 3 => w0 & w1 & w2, _ => w0 & w1 & w2 & w3 };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector512<uint> Mask16(Vector512<uint> counter, int seed, int q, int r, int rounds)

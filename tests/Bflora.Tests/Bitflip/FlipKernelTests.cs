@@ -42,6 +42,24 @@ public class FlipKernelTests
         }
     }
 
+    /// <summary>Overlapping seed ranges (shared Philox blocks), unequal round counts, and seeds wrapping past 2^31.</summary>
+    [Theory]
+    [InlineData(16, 16, 100, 101, FlipFormat.BFloat16)]
+    [InlineData(12, 13, 100, 102, FlipFormat.Float16)]
+    [InlineData(7, 16, 101, 100, FlipFormat.Float32)]
+    [InlineData(16, 16, int.MaxValue - 1, int.MaxValue, FlipFormat.BFloat16)]
+    [InlineData(4, 0, -3, -2, FlipFormat.Float32)]
+    public void Philox_kernel_equals_reference_for_seed_overlap_rounds_and_wrap(int ne, int nf, int seedE, int seedF, FlipFormat fmt)
+    {
+        using var scope = torch.NewDisposeScope();
+        var words = RandomWords(fmt, 5000, 8);
+        var x = TensorBits.FromWords(words, new long[] { 5000 }, fmt);
+        var op = new FlipOp(ne, nf, seedE, seedF, null, FlipRng.Philox);
+        var expected = ReferenceFlip.Apply(words, fmt, op);
+        Assert.Equal(expected, TensorBits.ReadWords(BitFlip.Flip(x, op)));
+        Assert.NotEqual(words, expected);
+    }
+
     [Theory]
     [InlineData(FlipRng.Fast, FlipFormat.BFloat16)]
     [InlineData(FlipRng.Philox, FlipFormat.BFloat16)]

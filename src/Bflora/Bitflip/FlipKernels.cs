@@ -77,6 +77,10 @@ public static unsafe class FlipKernels
         readonly int[] _expPositions = FastMaskStream.BitPositions(FlipFormats.ExpMask(fmt));
         readonly int[] _fracPositions = FastMaskStream.BitPositions(FlipFormats.FracMask(fmt));
         readonly uint? _zeroBits = op.ZeroOutThreshold is float t ? ZeroOut.FirstDroppedBits(fmt, t) : null;
+        readonly PhiloxVector.SharedPlan? _sharedPlan =
+            op is { Rng: FlipRng.Philox, ExpHalves: int ne, FracHalves: int nf } && Philox.RoundsFor(ne) == Philox.RoundsFor(nf)
+                ? new(ne, op.SeedExp, FlipFormats.ExpMask(fmt), nf, op.SeedFrac, FlipFormats.FracMask(fmt))
+                : null;
 
         public void Do(byte* src, byte* dst, long block, long start, int count)
         {
@@ -121,8 +125,8 @@ public static unsafe class FlipKernels
             {
                 int n = Math.Min(PhiloxChunk, count - c);
                 new Span<uint>(masks, n).Clear();
-                if (op.ExpHalves is int ne && op.FracHalves is int nf && Philox.RoundsFor(ne) == Philox.RoundsFor(nf))
-                    PhiloxVector.OrMasksShared(masks, start + c, n, ne, op.SeedExp, _expBits, nf, op.SeedFrac, _fracBits, wordBits);
+                if (_sharedPlan is not null)
+                    PhiloxVector.OrMasksShared(masks, start + c, n, _sharedPlan, wordBits);
                 else
                 {
                     if (op.ExpHalves is int e) PhiloxVector.OrMasks(masks, start + c, n, e, op.SeedExp, _expBits, wordBits);
@@ -217,36 +221,46 @@ public static unsafe class PhiloxVector
     }
 
     /// <summary>
-    /// Both components at once, for equal round counts. Their seed ranges overlap when the seeds are consecutive (the
-    /// layer's exp/frac seeds are), and a Philox block both need is then computed once: 5 blocks instead of 8 at n=16.
+    /// Exp and frac at once, for equal round counts. Their seed ranges overlap when the seeds are consecutive (the
+    /// layer's are), and a Philox block both need is then computed once: 5 blocks instead of 8 at n=16.
     /// </summary>
-    public static void OrMasksShared(uint* masks, long start, int count, int halvesA, int seedA, uint maskA,
-        int halvesB, int seedB, uint maskB, int wordBits)
+    public sealed class SharedPlan
+    {
+        public readonly int HalvesA, SeedA, HalvesB, SeedB, Rounds;
+        public readonly uint MaskA, MaskB;
+        /// <summary>Each distinct seed either component uses, and how many words each takes from it.</summary>
+        public readonly (int Seed, int UseA, int UseB)[] Steps;
+
+        public SharedPlan(int halvesA, int seedA, uint maskA, int halvesB, int seedB, uint maskB)
+        {
+            if (Philox.RoundsFor(halvesA) != Philox.RoundsFor(halvesB)) throw new ArgumentException("round counts differ");
+            (HalvesA, SeedA, MaskA, HalvesB, SeedB, MaskB) = (halvesA, seedA, maskA, halvesB, seedB, maskB);
+            Rounds = Philox.RoundsFor(halvesA);
+            var seeds = new List<int>();
+            for (int j = 0; j < (halvesA + 3) / 4; j++) seeds.Add(unchecked(seedA + j));
+            for (int j = 0; j < (halvesB + 3) / 4; j++) if (!seeds.Contains(unchecked(seedB + j))) seeds.Add(unchecked(seedB + j));
+            // Offsets via unchecked int subtraction, so a range that wrapped past 2^31 still lines up.
+            Steps = seeds.Select(k => (k, WordsUsed(unchecked(k - seedA), halvesA), WordsUsed(unchecked(k - seedB), halvesB)))
+                .ToArray();
+        }
+    }
+
+    public static void OrMasksShared(uint* masks, long start, int count, SharedPlan plan, int wordBits)
     {
         int i = 0;
         if (Avx512F.IsSupported)
         {
-            int rounds = Philox.RoundsFor(halvesA);
-            // Per seed of the union (as 64-bit values; the int cast wraps like the original's i32 seed + j).
-            long first = Math.Min(seedA, seedB);
-            long last = Math.Max((long)seedA + (halvesA + 3) / 4, (long)seedB + (halvesB + 3) / 4) - 1;
-            var plan = new List<(int Seed, int UseA, int UseB)>();
-            for (long k = first; k <= last; k++)
-            {
-                int useA = WordsUsed(k - seedA, halvesA), useB = WordsUsed(k - seedB, halvesB);
-                if (useA + useB > 0) plan.Add((unchecked((int)k), useA, useB));
-            }
             var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            var keepA = Vector512.Create(maskA);
-            var keepB = Vector512.Create(maskB);
+            var keepA = Vector512.Create(plan.MaskA);
+            var keepB = Vector512.Create(plan.MaskB);
             for (; i + 16 <= count; i += 16)
             {
                 var counter = Vector512.Create((uint)(start + i)) + lane;
                 var a = Vector512<uint>.AllBitsSet;
                 var b = Vector512<uint>.AllBitsSet;
-                foreach (var (seed, useA, useB) in plan)
+                foreach (var (seed, useA, useB) in plan.Steps)
                 {
-                    Block16(counter, seed, rounds, out var w0, out var w1, out var w2, out var w3);
+                    Block16(counter, seed, plan.Rounds, out var w0, out var w1, out var w2, out var w3);
                     a &= FirstWords(useA, w0, w1, w2, w3);
                     b &= FirstWords(useB, w0, w1, w2, w3);
                 }
@@ -254,12 +268,12 @@ public static unsafe class PhiloxVector
             }
         }
         for (; i < count; i++)
-            masks[i] |= (PhiloxMask.For(start + i, halvesA, seedA, wordBits) & maskA)
-                      | (PhiloxMask.For(start + i, halvesB, seedB, wordBits) & maskB);
+            masks[i] |= (PhiloxMask.For(start + i, plan.HalvesA, plan.SeedA, wordBits) & plan.MaskA)
+                      | (PhiloxMask.For(start + i, plan.HalvesB, plan.SeedB, wordBits) & plan.MaskB);
     }
 
     /// <summary>How many words (from w0 on) a component with the given halves takes from its seed + offset.</summary>
-    static int WordsUsed(long offset, int halves) =>
+    static int WordsUsed(int offset, int halves) =>
         offset < 0 ? 0 : offset < halves / 4 ? 4 : offset == halves / 4 ? halves % 4 : 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -49,6 +49,8 @@ public class FlipKernelTests
     [InlineData(7, 16, 101, 100, FlipFormat.Float32)]
     [InlineData(16, 16, int.MaxValue - 1, int.MaxValue, FlipFormat.BFloat16)]
     [InlineData(4, 0, -3, -2, FlipFormat.Float32)]
+    [InlineData(16, 14, int.MaxValue - 1, int.MinValue + 1, FlipFormat.Float16)]
+    [InlineData(16, 16, 100, 1_000_000_000, FlipFormat.BFloat16)]
     public void Philox_kernel_equals_reference_for_seed_overlap_rounds_and_wrap(int ne, int nf, int seedE, int seedF, FlipFormat fmt)
     {
         using var scope = torch.NewDisposeScope();

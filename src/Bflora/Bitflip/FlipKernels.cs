@@ -12,6 +12,9 @@ public static unsafe class FlipKernels
 {
     const int PhiloxChunk = 1024;
 
+    /// <summary>Lets tests run the narrower paths on an AVX-512 machine; results are identical either way.</summary>
+    internal static bool AllowVector512 = true;
+
     /// <summary>
     /// dst[i] = flip(src[i]) for the count elements whose global indices start at indexOffset.
     /// src may equal dst (in place); otherwise the two must not overlap.
@@ -174,12 +177,19 @@ public static unsafe class ZeroOut
     public static void Select16(ushort* probe, ushort* source, ushort* target, int count, ushort firstDropped)
     {
         int i = 0;
-        if (Vector512.IsHardwareAccelerated)
+        if (FlipKernels.AllowVector512 && Vector512.IsHardwareAccelerated)
         {
             var abs = Vector512.Create((ushort)0x7FFF);
             var limit = Vector512.Create(firstDropped);
             for (; i + Vector512<ushort>.Count <= count; i += Vector512<ushort>.Count)
                 (Vector512.Load(source + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var abs = Vector256.Create((ushort)0x7FFF);
+            var limit = Vector256.Create(firstDropped);
+            for (; i + Vector256<ushort>.Count <= count; i += Vector256<ushort>.Count)
+                (Vector256.Load(source + i) & Vector256.LessThan(Vector256.Load(probe + i) & abs, limit)).Store(target + i);
         }
         for (; i < count; i++) target[i] = (probe[i] & 0x7FFF) >= firstDropped ? (ushort)0 : source[i];
     }
@@ -187,12 +197,19 @@ public static unsafe class ZeroOut
     public static void Select32(uint* probe, uint* source, uint* target, int count, uint firstDropped)
     {
         int i = 0;
-        if (Vector512.IsHardwareAccelerated)
+        if (FlipKernels.AllowVector512 && Vector512.IsHardwareAccelerated)
         {
             var abs = Vector512.Create(0x7FFFFFFFu);
             var limit = Vector512.Create(firstDropped);
             for (; i + Vector512<uint>.Count <= count; i += Vector512<uint>.Count)
                 (Vector512.Load(source + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var abs = Vector256.Create(0x7FFFFFFFu);
+            var limit = Vector256.Create(firstDropped);
+            for (; i + Vector256<uint>.Count <= count; i += Vector256<uint>.Count)
+                (Vector256.Load(source + i) & Vector256.LessThan(Vector256.Load(probe + i) & abs, limit)).Store(target + i);
         }
         for (; i < count; i++) target[i] = (probe[i] & 0x7FFFFFFF) >= firstDropped ? 0 : source[i];
     }
@@ -205,7 +222,7 @@ public static unsafe class PhiloxVector
     public static void OrMasks(uint* masks, long start, int count, int halves, int seed, uint componentMask, int wordBits)
     {
         int i = 0;
-        if (Avx512F.IsSupported)
+        if (FlipKernels.AllowVector512 && Avx512F.IsSupported)
         {
             int rounds = Philox.RoundsFor(halves), q = halves / 4, r = halves % 4;
             var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -248,7 +265,7 @@ public static unsafe class PhiloxVector
     public static void OrMasksShared(uint* masks, long start, int count, SharedPlan plan, int wordBits)
     {
         int i = 0;
-        if (Avx512F.IsSupported)
+        if (FlipKernels.AllowVector512 && Avx512F.IsSupported)
         {
             var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
             var keepA = Vector512.Create(plan.MaskA);

@@ -94,6 +94,27 @@ public class FlipKernelTests
     }
 
     [Fact]
+    public void Kernel_without_avx512_equals_reference()
+    {
+        using var scope = torch.NewDisposeScope();
+        FlipKernels.AllowVector512 = false;
+        try
+        {
+            foreach (var rng in new[] { FlipRng.Fast, FlipRng.Philox })
+            foreach (var fmt in new[] { FlipFormat.BFloat16, FlipFormat.Float32 })
+            {
+                var words = RandomWords(fmt, 20001, 12);
+                var x = TensorBits.FromWords(words, new long[] { 20001 }, fmt);
+                Assert.Equal(ReferenceFlip.Apply(words, fmt, Op(rng, true)), TensorBits.ReadWords(BitFlip.Flip(x, Op(rng, true))));
+            }
+        }
+        finally
+        {
+            FlipKernels.AllowVector512 = true;
+        }
+    }
+
+    [Fact]
     public void Flip_into_reused_buffer_and_in_place_match_out_of_place()
     {
         using var scope = torch.NewDisposeScope();

@@ -1,0 +1,84 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Bflora.Bitflip;
+
+/// <summary>The flip on CPU tensors, through the fast kernels. Indices are flat row-major.</summary>
+public static unsafe class BitFlip
+{
+    /// <summary>
+    /// A new contiguous tensor holding flip(x). indexOffset is the global index of x's first element, so a shard of a
+    /// larger tensor flips exactly as that part of the whole would. maxThreads ≤ 0 means torch.get_num_threads().
+    /// </summary>
+    public static Tensor Flip(Tensor x, FlipOp op, long indexOffset = 0, int maxThreads = 0)
+    {
+        var result = torch.empty(x.shape, x.dtype);
+        FlipInto(x, result, op, indexOffset, maxThreads);
+        return result;
+    }
+
+    /// <summary>
+    /// Writes flip(src) into dst, an existing contiguous tensor of the same shape and dtype (e.g. a reused bf16
+    /// buffer). dst may be src itself when src is contiguous, for an in-place flip.
+    /// </summary>
+    public static void FlipInto(Tensor src, Tensor dst, FlipOp op, long indexOffset = 0, int maxThreads = 0)
+    {
+        var fmt = FlipFormats.Of(src.dtype);
+        if (dst.dtype != src.dtype) throw new ArgumentException($"flip destination is {dst.dtype}, source {src.dtype}");
+        if (!dst.shape.SequenceEqual(src.shape)) throw new ArgumentException("flip destination shape differs from the source");
+        if (!dst.is_contiguous()) throw new ArgumentException("flip destination must be contiguous");
+        using var dense = src.contiguous();
+        FlipKernels.Run(TensorBits.Pointer(dense), TensorBits.Pointer(dst), dense.numel(), fmt, op, indexOffset,
+            Threads(maxThreads));
+    }
+
+    /// <summary>
+    /// The flip's straight-through gradient for input x: grad, zeroed where the zero-out drops the flipped value.
+    /// The masks are regenerated from op's seeds, so nothing from the forward is needed but x.
+    /// </summary>
+    public static Tensor StraightThroughGradient(Tensor x, Tensor grad, FlipOp op, long indexOffset = 0, int maxThreads = 0)
+    {
+        if (!grad.shape.SequenceEqual(x.shape) || grad.dtype != x.dtype)
+            throw new ArgumentException("gradient shape or dtype differs from the input");
+        if (op.ZeroOutT is null) return grad.clone();
+        var fmt = FlipFormats.Of(x.dtype);
+        using var denseX = x.contiguous();
+        using var denseGrad = grad.contiguous();
+        var result = torch.empty(x.shape, x.dtype);
+        FlipKernels.RunGradient(TensorBits.Pointer(denseX), TensorBits.Pointer(denseGrad), TensorBits.Pointer(result),
+            result.numel(), fmt, op, indexOffset, Threads(maxThreads));
+        return result;
+    }
+
+    static int Threads(int maxThreads) => maxThreads > 0 ? maxThreads : torch.get_num_threads();
+}
+
+/// <summary>
+/// Autograd wrapper: forward flips; backward is straight-through, zeroed where the zero-out fired. The masks are
+/// regenerated from the seeds on the saved pre-flip input rather than stored.
+/// </summary>
+public sealed class BitFlipFunction : torch.autograd.SingleTensorFunction<BitFlipFunction>
+{
+    public override string Name => "BitFlip";
+
+    /// <summary>Applies op to x with gradient; returns x itself when op is the identity.</summary>
+    public static Tensor Apply(Tensor x, FlipOp op) => op.IsIdentity ? x : apply(x, op);
+
+    public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+    {
+        var x = (Tensor)vars[0];
+        var op = (FlipOp)vars[1];
+        ctx.save_data("op", op);
+        if (op.ZeroOutT is not null) ctx.save_for_backward(new List<Tensor> { x });
+        return BitFlip.Flip(x, op);
+    }
+
+    /// <summary>One gradient per forward argument; the op gets none.</summary>
+    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad)
+    {
+        var op = (FlipOp)ctx.get_data("op");
+        if (op.ZeroOutT is null) return new List<Tensor> { grad.clone(), null! };
+        var x = ctx.get_saved_variables()[0];
+        return new List<Tensor> { BitFlip.StraightThroughGradient(x.detach(), grad, op), null! };
+    }
+}

@@ -1,0 +1,354 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Bflora.Bitflip;
+
+/// <summary>
+/// The flip on raw contiguous memory. Work is split into the fast generator's fixed blocks of the global index space,
+/// and every block's result is a function of global indices only, so the thread count never changes the output.
+/// </summary>
+public static unsafe class FlipKernels
+{
+    const int PhiloxChunk = 1024;
+
+    /// <summary>Lets tests run the narrower paths on an AVX-512 machine; results are identical either way.</summary>
+    internal static bool AllowVector512 = true;
+
+    /// <summary>
+    /// dst[i] = flip(src[i]) for the count elements whose global indices start at indexOffset.
+    /// src may equal dst (in place); otherwise the two must not overlap.
+    /// </summary>
+    public static void Run(void* src, void* dst, long count, FlipFormat fmt, FlipOp op, long indexOffset, int maxThreads)
+    {
+        var work = new BlockWork(fmt, op);
+        byte* s = (byte*)src, d = (byte*)dst;
+        ForEachBlock(count, indexOffset, maxThreads, (block, start, n, local) =>
+            work.Do(s + local * work.ElementBytes, d + local * work.ElementBytes, block, start, n));
+    }
+
+    /// <summary>
+    /// gradOut[i] = grad[i] where flip(x[i]) survives op's zero-out, else 0: the straight-through gradient,
+    /// regenerating each block's flip in a small per-thread buffer instead of a full-size tensor.
+    /// </summary>
+    public static void RunGradient(void* x, void* grad, void* gradOut, long count, FlipFormat fmt, FlipOp op,
+        long indexOffset, int maxThreads)
+    {
+        if (op.ZeroOutThreshold is not float t) throw new ArgumentException("the gradient mask needs a zero-out threshold");
+        var work = new BlockWork(fmt, op.WithoutZeroOut());
+        uint firstDropped = ZeroOut.FirstDroppedBits(fmt, t);
+        byte* xs = (byte*)x, g = (byte*)grad, go = (byte*)gradOut;
+        ForEachBlock(count, indexOffset, maxThreads, (block, start, n, local) =>
+        {
+            long at = local * work.ElementBytes;
+            s_scratch ??= GC.AllocateArray<byte>((int)FastMaskStream.BlockElements * 4, pinned: true);
+            fixed (byte* scratch = s_scratch)
+            {
+                work.Do(xs + at, scratch, block, start, n);
+                if (work.ElementBytes == 4) ZeroOut.Select32((uint*)scratch, (uint*)(g + at), (uint*)(go + at), n, firstDropped);
+                else ZeroOut.Select16((ushort*)scratch, (ushort*)(g + at), (ushort*)(go + at), n, (ushort)firstDropped);
+            }
+        });
+    }
+
+    [ThreadStatic] static byte[]? s_scratch;
+
+    delegate void BlockAction(long block, long start, int count, long localOffset);
+
+    /// <summary>Runs action on each fixed block's part of [indexOffset, indexOffset+count), in parallel.</summary>
+    static void ForEachBlock(long count, long indexOffset, int maxThreads, BlockAction action)
+    {
+        if (count == 0) return;
+        if (indexOffset < 0) throw new ArgumentOutOfRangeException(nameof(indexOffset));
+        long end = indexOffset + count;
+        long firstBlock = indexOffset >> FastMaskStream.BlockShift, lastBlock = (end - 1) >> FastMaskStream.BlockShift;
+        var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : Environment.ProcessorCount };
+        Parallel.For(firstBlock, lastBlock + 1, options, b =>
+        {
+            long lo = Math.Max(indexOffset, b << FastMaskStream.BlockShift);
+            long hi = Math.Min(end, (b + 1) << FastMaskStream.BlockShift);
+            action(b, lo, (int)(hi - lo), lo - indexOffset);
+        });
+    }
+
+    /// <summary>The per-block steps: copy, XOR the masks in, zero out.</summary>
+    sealed class BlockWork(FlipFormat fmt, FlipOp op)
+    {
+        readonly bool _wide = FlipFormats.WordBits(fmt) == 32;
+        public int ElementBytes => _wide ? 4 : 2;
+        readonly uint _expBits = FlipFormats.ExpMask(fmt), _fracBits = FlipFormats.FracMask(fmt);
+        readonly int[] _expPositions = FastMaskStream.BitPositions(FlipFormats.ExpMask(fmt));
+        readonly int[] _fracPositions = FastMaskStream.BitPositions(FlipFormats.FracMask(fmt));
+        readonly uint? _zeroBits = op.ZeroOutThreshold is float t ? ZeroOut.FirstDroppedBits(fmt, t) : null;
+        readonly PhiloxVector.SharedPlan? _sharedPlan =
+            op is { Rng: FlipRng.Philox, ExpHalves: int ne, FracHalves: int nf } && Philox.RoundsFor(ne) == Philox.RoundsFor(nf)
+                ? new(ne, op.SeedExp, FlipFormats.ExpMask(fmt), nf, op.SeedFrac, FlipFormats.FracMask(fmt))
+                : null;
+
+        public void Do(byte* src, byte* dst, long block, long start, int count)
+        {
+            long bytes = (long)count * (_wide ? 4 : 2);
+            if (src != dst) Buffer.MemoryCopy(src, dst, bytes, bytes);
+            if (op.Rng == FlipRng.Philox)
+                XorPhilox(dst, start, count);
+            else
+            {
+                if (op.ExpHalves is int ne) XorFast(dst, block, start, count, _expBits, _expPositions, ne, op.SeedExp);
+                if (op.FracHalves is int nf) XorFast(dst, block, start, count, _fracBits, _fracPositions, nf, op.SeedFrac);
+            }
+            if (_zeroBits is uint z)
+            {
+                if (_wide) ZeroOut.Apply32((uint*)dst, count, z);
+                else ZeroOut.Apply16((ushort*)dst, count, (ushort)z);
+            }
+        }
+
+        void XorFast(byte* dst, long block, long start, int count, uint componentMask, int[] positions, int halves, int seed)
+        {
+            var walker = new FastMaskStream.Walker(seed, block, componentMask, halves, positions.Length);
+            long blockStart = block << FastMaskStream.BlockShift;
+            long skip = start - blockStart;
+            for (long k = walker.Next(); k >= 0; k = walker.Next())
+            {
+                long i = k / positions.Length - skip;
+                if (i < 0) continue;
+                if (i >= count) break;
+                uint bit = 1u << positions[k % positions.Length];
+                if (_wide) ((uint*)dst)[i] ^= bit;
+                else ((ushort*)dst)[i] ^= (ushort)bit;
+            }
+        }
+
+        void XorPhilox(byte* dst, long start, int count)
+        {
+            if (op.ExpHalves is null && op.FracHalves is null) return;
+            int wordBits = _wide ? 32 : 16;
+            uint* masks = stackalloc uint[PhiloxChunk];
+            for (int c = 0; c < count; c += PhiloxChunk)
+            {
+                int n = Math.Min(PhiloxChunk, count - c);
+                new Span<uint>(masks, n).Clear();
+                if (_sharedPlan is not null)
+                    PhiloxVector.OrMasksShared(masks, start + c, n, _sharedPlan, wordBits);
+                else
+                {
+                    if (op.ExpHalves is int e) PhiloxVector.OrMasks(masks, start + c, n, e, op.SeedExp, _expBits, wordBits);
+                    if (op.FracHalves is int f) PhiloxVector.OrMasks(masks, start + c, n, f, op.SeedFrac, _fracBits, wordBits);
+                }
+                if (_wide)
+                {
+                    uint* w = (uint*)dst + c;
+                    for (int i = 0; i < n; i++) w[i] ^= masks[i];
+                }
+                else
+                {
+                    ushort* w = (ushort*)dst + c;
+                    for (int i = 0; i < n; i++) w[i] ^= (ushort)masks[i];
+                }
+            }
+        }
+    }
+}
+
+/// <summary>Zero-out done on bit patterns: for non-negative floats, value order equals unsigned word order.</summary>
+public static unsafe class ZeroOut
+{
+    /// <summary>
+    /// The smallest magnitude bit pattern whose fp32 value is ≥ t (so a word is kept iff its |bits| is below it);
+    /// 0 (keep nothing) for t ≤ 0 or NaN. The +Inf pattern always qualifies, so NaNs and Infs are never kept.
+    /// </summary>
+    public static uint FirstDroppedBits(FlipFormat fmt, float t)
+    {
+        if (float.IsNaN(t)) return 0;
+        uint lo = 0, hi = fmt == FlipFormat.Float32 ? 0x7F800000u : fmt == FlipFormat.BFloat16 ? 0x7F80u : 0x7C00u;
+        while (lo < hi)
+        {
+            uint mid = lo + (hi - lo) / 2;
+            if (FlipFormats.ToSingle(fmt, mid) >= t) hi = mid; else lo = mid + 1;
+        }
+        return lo;
+    }
+
+    public static void Apply16(ushort* p, int count, ushort firstDropped) => Select16(p, p, p, count, firstDropped);
+
+    public static void Apply32(uint* p, int count, uint firstDropped) => Select32(p, p, p, count, firstDropped);
+
+    /// <summary>target[i] = probe[i] dropped ? 0 : source[i]; Apply16 is the case probe = source = target.</summary>
+    public static void Select16(ushort* probe, ushort* source, ushort* target, int count, ushort firstDropped)
+    {
+        int i = 0;
+        if (FlipKernels.AllowVector512 && Vector512.IsHardwareAccelerated)
+        {
+            var abs = Vector512.Create((ushort)0x7FFF);
+            var limit = Vector512.Create(firstDropped);
+            for (; i + Vector512<ushort>.Count <= count; i += Vector512<ushort>.Count)
+                (Vector512.Load(source + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var abs = Vector256.Create((ushort)0x7FFF);
+            var limit = Vector256.Create(firstDropped);
+            for (; i + Vector256<ushort>.Count <= count; i += Vector256<ushort>.Count)
+                (Vector256.Load(source + i) & Vector256.LessThan(Vector256.Load(probe + i) & abs, limit)).Store(target + i);
+        }
+        for (; i < count; i++) target[i] = (probe[i] & 0x7FFF) >= firstDropped ? (ushort)0 : source[i];
+    }
+
+    public static void Select32(uint* probe, uint* source, uint* target, int count, uint firstDropped)
+    {
+        int i = 0;
+        if (FlipKernels.AllowVector512 && Vector512.IsHardwareAccelerated)
+        {
+            var abs = Vector512.Create(0x7FFFFFFFu);
+            var limit = Vector512.Create(firstDropped);
+            for (; i + Vector512<uint>.Count <= count; i += Vector512<uint>.Count)
+                (Vector512.Load(source + i) & Vector512.LessThan(Vector512.Load(probe + i) & abs, limit)).Store(target + i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var abs = Vector256.Create(0x7FFFFFFFu);
+            var limit = Vector256.Create(firstDropped);
+            for (; i + Vector256<uint>.Count <= count; i += Vector256<uint>.Count)
+                (Vector256.Load(source + i) & Vector256.LessThan(Vector256.Load(probe + i) & abs, limit)).Store(target + i);
+        }
+        for (; i < count; i++) target[i] = (probe[i] & 0x7FFFFFFF) >= firstDropped ? 0 : source[i];
+    }
+}
+
+/// <summary>The Philox generator's masks, sixteen elements per AVX-512 vector (one 32-bit lane per element).</summary>
+public static unsafe class PhiloxVector
+{
+    /// <summary>masks[i] |= PhiloxMask.For(start+i, halves, seed, wordBits) &amp; componentMask.</summary>
+    public static void OrMasks(uint* masks, long start, int count, int halves, int seed, uint componentMask, int wordBits)
+    {
+        int i = 0;
+        if (FlipKernels.AllowVector512 && Avx512F.IsSupported)
+        {
+            int rounds = Philox.RoundsFor(halves), q = halves / 4, r = halves % 4;
+            var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            var keep = Vector512.Create(componentMask);
+            for (; i + 16 <= count; i += 16)
+            {
+                // The counter is the element index cut to 32 bits; lane additions wrap the same way.
+                var counter = Vector512.Create((uint)(start + i)) + lane;
+                (Vector512.Load(masks + i) | (keep & Mask16(counter, seed, q, r, rounds))).Store(masks + i);
+            }
+        }
+        for (; i < count; i++) masks[i] |= PhiloxMask.For(start + i, halves, seed, wordBits) & componentMask;
+    }
+
+    /// <summary>
+    /// Exp and frac at once, for equal round counts. Their seed ranges overlap when the seeds are consecutive (the
+    /// layer's are), and a Philox block both need is then computed once: 5 blocks instead of 8 at n=16.
+    /// </summary>
+    public sealed class SharedPlan
+    {
+        public readonly int HalvesA, SeedA, HalvesB, SeedB, Rounds;
+        public readonly uint MaskA, MaskB;
+        /// <summary>Each distinct seed either component uses, and how many words each takes from it.</summary>
+        public readonly (int Seed, int UseA, int UseB)[] Steps;
+
+        public SharedPlan(int halvesA, int seedA, uint maskA, int halvesB, int seedB, uint maskB)
+        {
+            if (Philox.RoundsFor(halvesA) != Philox.RoundsFor(halvesB)) throw new ArgumentException("round counts differ");
+            (HalvesA, SeedA, MaskA, HalvesB, SeedB, MaskB) = (halvesA, seedA, maskA, halvesB, seedB, maskB);
+            Rounds = Philox.RoundsFor(halvesA);
+            var seeds = new List<int>();
+            for (int j = 0; j < (halvesA + 3) / 4; j++) seeds.Add(unchecked(seedA + j));
+            for (int j = 0; j < (halvesB + 3) / 4; j++) if (!seeds.Contains(unchecked(seedB + j))) seeds.Add(unchecked(seedB + j));
+            // Offsets via unchecked int subtraction, so a range that wrapped past 2^31 still lines up.
+            Steps = seeds.Select(k => (k, WordsUsed(unchecked(k - seedA), halvesA), WordsUsed(unchecked(k - seedB), halvesB)))
+                .ToArray();
+        }
+    }
+
+    public static void OrMasksShared(uint* masks, long start, int count, SharedPlan plan, int wordBits)
+    {
+        int i = 0;
+        if (FlipKernels.AllowVector512 && Avx512F.IsSupported)
+        {
+            var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            var keepA = Vector512.Create(plan.MaskA);
+            var keepB = Vector512.Create(plan.MaskB);
+            for (; i + 16 <= count; i += 16)
+            {
+                var counter = Vector512.Create((uint)(start + i)) + lane;
+                var a = Vector512<uint>.AllBitsSet;
+                var b = Vector512<uint>.AllBitsSet;
+                foreach (var (seed, useA, useB) in plan.Steps)
+                {
+                    Block16(counter, seed, plan.Rounds, out var w0, out var w1, out var w2, out var w3);
+                    a &= FirstWords(useA, w0, w1, w2, w3);
+                    b &= FirstWords(useB, w0, w1, w2, w3);
+                }
+                (Vector512.Load(masks + i) | (keepA & a) | (keepB & b)).Store(masks + i);
+            }
+        }
+        for (; i < count; i++)
+            masks[i] |= (PhiloxMask.For(start + i, plan.HalvesA, plan.SeedA, wordBits) & plan.MaskA)
+                      | (PhiloxMask.For(start + i, plan.HalvesB, plan.SeedB, wordBits) & plan.MaskB);
+    }
+
+    /// <summary>How many words (from w0 on) a component with the given halves takes from its seed + offset.</summary>
+    static int WordsUsed(int offset, int halves) =>
+        offset < 0 ? 0 : offset < halves / 4 ? 4 : offset == halves / 4 ? halves % 4 : 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<uint> FirstWords(int n, Vector512<uint> w0, Vector512<uint> w1, Vector512<uint> w2, Vector512<uint> w3) =>
+        n switch { 0 => Vector512<uint>.AllBitsSet, 1 => w0, 2 => w0 & w1, 3 => w0 & w1 & w2, _ => w0 & w1 & w2 & w3 };
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<uint> Mask16(Vector512<uint> counter, int seed, int q, int r, int rounds)
+    {
+        var mask = Vector512<uint>.AllBitsSet;
+        for (int j = 0; j < q; j++)
+        {
+            Block16(counter, unchecked(seed + j), rounds, out var w0, out var w1, out var w2, out var w3);
+            mask &= w0 & w1 & w2 & w3;
+        }
+        if (r > 0)
+        {
+            Block16(counter, unchecked(seed + q), rounds, out var w0, out var w1, out var w2, out _);
+            mask &= w0;
+            if (r > 1) mask &= w1;
+            if (r > 2) mask &= w2;
+        }
+        return mask;
+    }
+
+    /// <summary>Philox4x32 with counter (c0, 0, 0, 0) in each of sixteen lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Block16(Vector512<uint> c0, int seed, int rounds,
+        out Vector512<uint> w0, out Vector512<uint> w1, out Vector512<uint> w2, out Vector512<uint> w3)
+    {
+        var (k0, k1) = Philox.Key(seed);
+        var mul0 = Vector512.Create(Philox.M0);
+        var mul2 = Vector512.Create(Philox.M2);
+        var c1 = Vector512<uint>.Zero;
+        var c2 = Vector512<uint>.Zero;
+        var c3 = Vector512<uint>.Zero;
+        for (int i = 0; i < rounds; i++)
+        {
+            var (hi0, lo0) = WideMultiply(c0, mul0);
+            var (hi2, lo2) = WideMultiply(c2, mul2);
+            c0 = hi2 ^ c1 ^ Vector512.Create(k0);
+            c1 = lo2;
+            c2 = hi0 ^ c3 ^ Vector512.Create(k1);
+            c3 = lo0;
+            k0 += Philox.W0; k1 += Philox.W1;
+        }
+        (w0, w1, w2, w3) = (c0, c1, c2, c3);
+    }
+
+    /// <summary>High and low halves of the 64-bit lane products: vpmuludq covers the even lanes, a shift the odd.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static (Vector512<uint> Hi, Vector512<uint> Lo) WideMultiply(Vector512<uint> a, Vector512<uint> m)
+    {
+        var even = Avx512F.Multiply(a, m);
+        var odd = Avx512F.Multiply((a.AsUInt64() >> 32).AsUInt32(), m);
+        var highWord = Vector512.Create(0xFFFFFFFF00000000UL);
+        var hi = (even >> 32) | (odd & highWord);
+        var lo = (even & ~highWord) | (odd << 32);
+        return (hi.AsUInt32(), lo.AsUInt32());
+    }
+}

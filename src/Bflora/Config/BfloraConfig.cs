@@ -1,3 +1,4 @@
+using Bflora.Bitflip;
 using Tomlyn;
 using Tomlyn.Model;
 
@@ -129,9 +130,9 @@ public sealed class BfloraConfig
         foreach (var (key, p) in new[] { ("w_p_exp", Bitflip.WPExp), ("w_p_frac", Bitflip.WPFrac),
                                           ("x_p_exp", Bitflip.XPExp), ("x_p_frac", Bitflip.XPFrac) })
         {
-            double snapped = Probability.Snap(p);
-            if (snapped != p)
-                Warnings.Add($"bitflip.{key} = {p:G6} is not a power of 1/2; using {snapped:G6} (0.5^{Probability.Halves(p)})");
+            if (!FlipProbability.IsExact(p))
+                Warnings.Add($"bitflip.{key} = {p:G6} is not a power of 1/2; using {FlipProbability.Snapped(p):G6} " +
+                             $"(0.5^{FlipProbability.Halves(p)})");
         }
     }
 
@@ -144,20 +145,4 @@ public sealed class BfloraConfig
         double d => d.ToString("G6", System.Globalization.CultureInfo.InvariantCulture),
         _ => Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture) ?? "?",
     };
-}
-
-/// <summary>The original's probability rule: p → n = ceil(log2(1/p)) halves, i.e. p rounded down to 0.5^n; 0 = off.</summary>
-public static class Probability
-{
-    public static int Halves(double p)
-    {
-        if (p == 0) return 0;
-        if (!(p > 0 && p <= 1)) throw new ArgumentOutOfRangeException(nameof(p), p, "probability must lie in [0, 1]");
-        int n = (int)Math.Ceiling(Math.Log2(1 / p));
-        // log2 of an exact power of ½ can land a hair above the integer; keep exact powers exact.
-        if (n > 0 && Math.Pow(0.5, n - 1) <= p) n--;
-        return Math.Max(n, 1);
-    }
-
-    public static double Snap(double p) => p == 0 ? 0 : Math.Pow(0.5, Halves(p));
 }

@@ -69,3 +69,11 @@ public sealed class CheckpointSection
 {
     public string? Folder { get; set; }
 }
+
+public static class BitflipSectionExtensions
+{
+    /// <summary>The flip settings of this section; <paramref name="seedOverride"/> replaces base_seed (eval --bitflip-seed).</summary>
+    public static Bitflip.FlipSettings ToFlipSettings(this BitflipSection s, long? seedOverride = null) =>
+        new(s.WPExp, s.WPFrac, s.WZeroOutT, s.XPExp, s.XPFrac, s.XZeroOutT, seedOverride ?? s.BaseSeed,
+            s.Rng == "philox" ? Bitflip.FlipRng.Philox : Bitflip.FlipRng.Fast);
+}

@@ -1,5 +1,6 @@
 using Bflora.Config;
 using Bflora.Data;
+using Bflora.Lora;
 using Bflora.Models;
 using static TorchSharp.torch;
 
@@ -17,10 +18,21 @@ public static class EvalRun
         var tokenizer = CreateTokenizer(config, out string? modelFolder);
         var args = ModelBuilder.ResolveArgs(config, tokenizer.VocabSize, modelFolder);
         using var model = ModelBuilder.Build(config, args, modelFolder);
+        string condition = "no bitflip, no LoRA (clean baseline)";
+        if (request.Bitflip)
+        {
+            var flips = config.Bitflip.ToFlipSettings(request.BitflipSeed);
+            if (!config.Bitflip.AnyFlip) warn("--bitflip with every [bitflip] probability at 0: only zero-out applies");
+            // Eval never steps the optimizer, so every batch sees the masks of step 0.
+            var converted = BitFlipConverter.Convert(model, new ConversionOptions(flips, 0, 1, config.Bitflip.SkipPatterns));
+            condition = $"bitflip ON, no LoRA (r=0) | w_p_exp={flips.WPExp:G4} w_p_frac={flips.WPFrac:G4} " +
+                        $"x_p_exp={flips.XPExp:G4} x_p_frac={flips.XPFrac:G4} seed={flips.BaseSeed} | {converted.Layers.Count} layers";
+        }
         var source = new TextSource(DataLocator.Resolve(config.Data.Path), config.Data.TextField);
         using var windows = new WindowReader(source, tokenizer, config.Training.SeqLen);
-        var result = Evaluator.Run(model, windows, request.NumSamples, config.Training.LocalBatchSize, "clean", warn);
-        PrintTable(output, config, result, "no bitflip, no LoRA (clean baseline)");
+        var result = Evaluator.Run(model, windows, request.NumSamples, config.Training.LocalBatchSize,
+            request.Bitflip ? "bitflip" : "clean", warn);
+        PrintTable(output, config, result, condition);
         return result;
     }
 

@@ -1,3 +1,4 @@
+using Bflora.Bitflip;
 using Bflora.Config;
 using Xunit;
 
@@ -98,12 +99,12 @@ public class ConfigTests
     [Fact]
     public void Probabilities_snap_down_to_powers_of_one_half_with_a_warning()
     {
-        Assert.Equal(16, Probability.Halves(1.52587890625e-05));
-        Assert.Equal(16, Probability.Halves(1.526e-5));
-        Assert.Equal(12, Probability.Halves(2.44140625e-4));
-        Assert.Equal(4, Probability.Halves(0.1));
-        Assert.Equal(1, Probability.Halves(0.7));
-        Assert.Equal(0, Probability.Halves(0));
+        Assert.Equal(16, FlipProbability.Halves(1.52587890625e-05));
+        Assert.Equal(16, FlipProbability.Halves(1.526e-5));
+        Assert.Equal(12, FlipProbability.Halves(2.44140625e-4));
+        Assert.Equal(4, FlipProbability.Halves(0.1));
+        Assert.Equal(1, FlipProbability.Halves(0.7));
+        Assert.Null(FlipProbability.Halves(0));
         var c = BfloraConfig.FromText("[model]\nflavor = \"debug\"\ninit = \"random\"\n[bitflip]\nw_p_frac = 0.1");
         Assert.Single(c.Warnings);
         Assert.Contains("0.0625", c.Warnings[0]);

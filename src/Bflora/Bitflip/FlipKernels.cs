@@ -107,10 +107,12 @@ public static unsafe class FlipKernels
             long skip = start - blockStart;
             for (long k = walker.Next(); k >= 0; k = walker.Next())
             {
-                long i = k / positions.Length - skip;
+                // A block's bit space is below 2^21, so 32-bit division suffices (and is much cheaper).
+                int bitIndex = (int)k;
+                long i = bitIndex / positions.Length - skip;
                 if (i < 0) continue;
                 if (i >= count) break;
-                uint bit = 1u << positions[k % positions.Length];
+                uint bit = 1u << positions[bitIndex % positions.Length];
                 if (_wide) ((uint*)dst)[i] ^= bit;
                 else ((ushort*)dst)[i] ^= (ushort)bit;
             }

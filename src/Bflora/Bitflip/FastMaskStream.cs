@@ -27,28 +27,46 @@ public static class FastMaskStream
     /// <summary>
     /// Natural log of a positive finite double from IEEE +, −, ×, ÷ only, in a fixed order, so the gaps (and hence the
     /// masks) are the same on every machine and libm, which a resumed run or another backend relies on.
-    /// Relative error is a few ulp: u = m·2^e with m in [√½, √2), ln m = 2·atanh((m−1)/(m+1)) by its series.
+    /// u = m·2^e with m in [√½, √2); c = m rounded to a multiple of 1/64; ln m = ln c + 2·atanh((m−c)/(m+c)), whose
+    /// series needs four terms because |(m−c)/(m+c)| ≤ 1/180. Relative error is a few ulp.
     /// </summary>
     public static double Log(double u)
     {
-        long bits = BitConverter.DoubleToInt64Bits(u);
-        int e = (int)(bits >> 52) - 1023;
-        double m = BitConverter.Int64BitsToDouble((bits & 0x000FFFFFFFFFFFFFL) | 0x3FF0000000000000L);
-        if (e == -1023)
-        {
-            // Subnormal: normalise by 2^54 first.
-            return Log(u * 18014398509481984.0) - 54 * Ln2;
-        }
-        if (m > Sqrt2) { m *= 0.5; e++; }
-        double s = (m - 1) / (m + 1), s2 = s * s;
-        double series = OddReciprocals[^1];
-        for (int i = OddReciprocals.Length - 2; i >= 0; i--) series = OddReciprocals[i] + s2 * series;
-        return e * Ln2 + 2 * s * series;
+        var (m, e) = Split(u);
+        int k = (int)(m * 64 + 0.5);
+        double c = k / 64.0;
+        double s = (m - c) / (m + c), s2 = s * s;
+        double series = 1.0 + s2 * (Third + s2 * (Fifth + s2 * Seventh));
+        return e * Ln2 + LnOf64ths[k] + 2 * s * series;
     }
 
-    /// <summary>1/1, 1/3, …, 1/25: the atanh series to s^25, below an ulp for |s| ≤ 0.172.</summary>
-    static readonly double[] OddReciprocals = Enumerable.Range(0, 13).Select(k => 1.0 / (2 * k + 1)).ToArray();
+    /// <summary>u = m·2^e with m in [√½, √2); subnormals are normalised by 2^54 first.</summary>
+    static (double M, int E) Split(double u)
+    {
+        long bits = BitConverter.DoubleToInt64Bits(u);
+        int e = (int)(bits >> 52) - 1023, shift = 0;
+        if (e == -1023)
+        {
+            bits = BitConverter.DoubleToInt64Bits(u * 18014398509481984.0);
+            e = (int)(bits >> 52) - 1023;
+            shift = 54;
+        }
+        double m = BitConverter.Int64BitsToDouble((bits & 0x000FFFFFFFFFFFFFL) | 0x3FF0000000000000L);
+        if (m > Sqrt2) { m *= 0.5; e++; }
+        return (m, e - shift);
+    }
 
+    /// <summary>ln(k/64) for k = 45..91 (the c values), by the plain atanh series to s^25, |s| ≤ 0.18 there.</summary>
+    static readonly double[] LnOf64ths = Enumerable.Range(0, 92).Select(k => k < 45 ? 0.0 : SeriesLog(k / 64.0)).ToArray();
+
+    static double SeriesLog(double m)
+    {
+        double s = (m - 1) / (m + 1), s2 = s * s, series = 1.0 / 25;
+        for (int k = 23; k >= 1; k -= 2) series = 1.0 / k + s2 * series;
+        return 2 * s * series;
+    }
+
+    const double Third = 1.0 / 3, Fifth = 1.0 / 5, Seventh = 1.0 / 7;
     const double Ln2 = 0.6931471805599453094;
     const double Sqrt2 = 1.4142135623730951;
 
@@ -64,7 +82,7 @@ public static class FastMaskStream
     public struct Walker
     {
         readonly uint _k0, _k1, _blockHigh, _mask;
-        readonly double _logKeep;
+        readonly double _perLogKeep;
         readonly long _bitCount;
         uint _draw;
         double _spare;
@@ -76,7 +94,7 @@ public static class FastMaskStream
             (_k0, _k1) = ((uint)seed, (uint)block);
             _blockHigh = (uint)(block >> 32);
             _mask = componentMask;
-            _logKeep = LogKeep(halves);
+            _perLogKeep = 1.0 / LogKeep(halves);
             _bitCount = BlockElements * bitsPerElement;
             _draw = 0; _spare = 0; _hasSpare = false; _position = -1;
         }
@@ -85,7 +103,7 @@ public static class FastMaskStream
         public long Next()
         {
             if (_position >= _bitCount) return -1;
-            double gap = Math.Floor(Log(NextUniform()) / _logKeep);
+            double gap = Math.Floor(Log(NextUniform()) * _perLogKeep);
             // Comparing in double first keeps a huge gap from overflowing the long.
             if (gap >= _bitCount - _position) { _position = _bitCount; return -1; }
             _position += 1 + (long)gap;

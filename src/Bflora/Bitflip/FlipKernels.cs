@@ -80,10 +80,7 @@ public static unsafe class FlipKernels
         readonly int[] _expPositions = FastMaskStream.BitPositions(FlipFormats.ExpMask(fmt));
         readonly int[] _fracPositions = FastMaskStream.BitPositions(FlipFormats.FracMask(fmt));
         readonly uint? _zeroBits = op.ZeroOutThreshold is float t ? ZeroOut.FirstDroppedBits(fmt, t) : null;
-        readonly PhiloxVector.SharedPlan? _sharedPlan =
-            op is { Rng: FlipRng.Philox, ExpHalves: int ne, FracHalves: int nf } && Philox.RoundsFor(ne) == Philox.RoundsFor(nf)
-                ? new(ne, op.SeedExp, FlipFormats.ExpMask(fmt), nf, op.SeedFrac, FlipFormats.FracMask(fmt))
-                : null;
+        readonly PhiloxPlan[] _philoxPlans = op.Rng == FlipRng.Philox ? PhiloxPlan.For(op, fmt) : [];
 
         public void Do(byte* src, byte* dst, long block, long start, int count)
         {
@@ -110,10 +107,12 @@ public static unsafe class FlipKernels
             long skip = start - blockStart;
             for (long k = walker.Next(); k >= 0; k = walker.Next())
             {
-                long i = k / positions.Length - skip;
+                // A block's bit space is below 2^21, so 32-bit division suffices (and is much cheaper).
+                int bitIndex = (int)k;
+                long i = bitIndex / positions.Length - skip;
                 if (i < 0) continue;
                 if (i >= count) break;
-                uint bit = 1u << positions[k % positions.Length];
+                uint bit = 1u << positions[bitIndex % positions.Length];
                 if (_wide) ((uint*)dst)[i] ^= bit;
                 else ((ushort*)dst)[i] ^= (ushort)bit;
             }
@@ -121,20 +120,13 @@ public static unsafe class FlipKernels
 
         void XorPhilox(byte* dst, long start, int count)
         {
-            if (op.ExpHalves is null && op.FracHalves is null) return;
-            int wordBits = _wide ? 32 : 16;
+            if (_philoxPlans.Length == 0) return;
             uint* masks = stackalloc uint[PhiloxChunk];
             for (int c = 0; c < count; c += PhiloxChunk)
             {
                 int n = Math.Min(PhiloxChunk, count - c);
                 new Span<uint>(masks, n).Clear();
-                if (_sharedPlan is not null)
-                    PhiloxVector.OrMasksShared(masks, start + c, n, _sharedPlan, wordBits);
-                else
-                {
-                    if (op.ExpHalves is int e) PhiloxVector.OrMasks(masks, start + c, n, e, op.SeedExp, _expBits, wordBits);
-                    if (op.FracHalves is int f) PhiloxVector.OrMasks(masks, start + c, n, f, op.SeedFrac, _fracBits, wordBits);
-                }
+                foreach (var plan in _philoxPlans) PhiloxVector.OrMasks(masks, start + c, n, plan);
                 if (_wide)
                 {
                     uint* w = (uint*)dst + c;
@@ -212,143 +204,5 @@ public static unsafe class ZeroOut
                 (Vector256.Load(source + i) & Vector256.LessThan(Vector256.Load(probe + i) & abs, limit)).Store(target + i);
         }
         for (; i < count; i++) target[i] = (probe[i] & 0x7FFFFFFF) >= firstDropped ? 0 : source[i];
-    }
-}
-
-/// <summary>The Philox generator's masks, sixteen elements per AVX-512 vector (one 32-bit lane per element).</summary>
-public static unsafe class PhiloxVector
-{
-    /// <summary>masks[i] |= PhiloxMask.For(start+i, halves, seed, wordBits) &amp; componentMask.</summary>
-    public static void OrMasks(uint* masks, long start, int count, int halves, int seed, uint componentMask, int wordBits)
-    {
-        int i = 0;
-        if (FlipKernels.AllowVector512 && Avx512F.IsSupported)
-        {
-            int rounds = Philox.RoundsFor(halves), q = halves / 4, r = halves % 4;
-            var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            var keep = Vector512.Create(componentMask);
-            for (; i + 16 <= count; i += 16)
-            {
-                // The counter is the element index cut to 32 bits; lane additions wrap the same way.
-                var counter = Vector512.Create((uint)(start + i)) + lane;
-                (Vector512.Load(masks + i) | (keep & Mask16(counter, seed, q, r, rounds))).Store(masks + i);
-            }
-        }
-        for (; i < count; i++) masks[i] |= PhiloxMask.For(start + i, halves, seed, wordBits) & componentMask;
-    }
-
-    /// <summary>
-    /// Exp and frac at once, for equal round counts. Their seed ranges overlap when the seeds are consecutive (the
-    /// layer's are), and a Philox block both need is then computed once: 5 blocks instead of 8 at n=16.
-    /// </summary>
-    public sealed class SharedPlan
-    {
-        public readonly int HalvesA, SeedA, HalvesB, SeedB, Rounds;
-        public readonly uint MaskA, MaskB;
-        /// <summary>Each distinct seed either component uses, and how many words each takes from it.</summary>
-        public readonly (int Seed, int UseA, int UseB)[] Steps;
-
-        public SharedPlan(int halvesA, int seedA, uint maskA, int halvesB, int seedB, uint maskB)
-        {
-            if (Philox.RoundsFor(halvesA) != Philox.RoundsFor(halvesB)) throw new ArgumentException("round counts differ");
-            (HalvesA, SeedA, MaskA, HalvesB, SeedB, MaskB) = (halvesA, seedA, maskA, halvesB, seedB, maskB);
-            Rounds = Philox.RoundsFor(halvesA);
-            var seeds = new List<int>();
-            for (int j = 0; j < (halvesA + 3) / 4; j++) seeds.Add(unchecked(seedA + j));
-            for (int j = 0; j < (halvesB + 3) / 4; j++) if (!seeds.Contains(unchecked(seedB + j))) seeds.Add(unchecked(seedB + j));
-            // Offsets via unchecked int subtraction, so a range that wrapped past 2^31 still lines up.
-            Steps = seeds.Select(k => (k, WordsUsed(unchecked(k - seedA), halvesA), WordsUsed(unchecked(k - seedB), halvesB)))
-                .ToArray();
-        }
-    }
-
-    public static void OrMasksShared(uint* masks, long start, int count, SharedPlan plan, int wordBits)
-    {
-        int i = 0;
-        if (FlipKernels.AllowVector512 && Avx512F.IsSupported)
-        {
-            var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            var keepA = Vector512.Create(plan.MaskA);
-            var keepB = Vector512.Create(plan.MaskB);
-            for (; i + 16 <= count; i += 16)
-            {
-                var counter = Vector512.Create((uint)(start + i)) + lane;
-                var a = Vector512<uint>.AllBitsSet;
-                var b = Vector512<uint>.AllBitsSet;
-                foreach (var (seed, useA, useB) in plan.Steps)
-                {
-                    Block16(counter, seed, plan.Rounds, out var w0, out var w1, out var w2, out var w3);
-                    a &= FirstWords(useA, w0, w1, w2, w3);
-                    b &= FirstWords(useB, w0, w1, w2, w3);
-                }
-                (Vector512.Load(masks + i) | (keepA & a) | (keepB & b)).Store(masks + i);
-            }
-        }
-        for (; i < count; i++)
-            masks[i] |= (PhiloxMask.For(start + i, plan.HalvesA, plan.SeedA, wordBits) & plan.MaskA)
-                      | (PhiloxMask.For(start + i, plan.HalvesB, plan.SeedB, wordBits) & plan.MaskB);
-    }
-
-    /// <summary>How many words (from w0 on) a component with the given halves takes from its seed + offset.</summary>
-    static int WordsUsed(int offset, int halves) =>
-        offset < 0 ? 0 : offset < halves / 4 ? 4 : offset == halves / 4 ? halves % 4 : 0;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<uint> FirstWords(int n, Vector512<uint> w0, Vector512<uint> w1, Vector512<uint> w2, Vector512<uint> w3) =>
-        n switch { 0 => Vector512<uint>.AllBitsSet, 1 => w0, 2 => w0 & w1, 3 => w0 & w1 & w2, _ => w0 & w1 & w2 & w3 };
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<uint> Mask16(Vector512<uint> counter, int seed, int q, int r, int rounds)
-    {
-        var mask = Vector512<uint>.AllBitsSet;
-        for (int j = 0; j < q; j++)
-        {
-            Block16(counter, unchecked(seed + j), rounds, out var w0, out var w1, out var w2, out var w3);
-            mask &= w0 & w1 & w2 & w3;
-        }
-        if (r > 0)
-        {
-            Block16(counter, unchecked(seed + q), rounds, out var w0, out var w1, out var w2, out _);
-            mask &= w0;
-            if (r > 1) mask &= w1;
-            if (r > 2) mask &= w2;
-        }
-        return mask;
-    }
-
-    /// <summary>Philox4x32 with counter (c0, 0, 0, 0) in each of sixteen lanes.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Block16(Vector512<uint> c0, int seed, int rounds,
-        out Vector512<uint> w0, out Vector512<uint> w1, out Vector512<uint> w2, out Vector512<uint> w3)
-    {
-        var (k0, k1) = Philox.Key(seed);
-        var mul0 = Vector512.Create(Philox.M0);
-        var mul2 = Vector512.Create(Philox.M2);
-        var c1 = Vector512<uint>.Zero;
-        var c2 = Vector512<uint>.Zero;
-        var c3 = Vector512<uint>.Zero;
-        for (int i = 0; i < rounds; i++)
-        {
-            var (hi0, lo0) = WideMultiply(c0, mul0);
-            var (hi2, lo2) = WideMultiply(c2, mul2);
-            c0 = hi2 ^ c1 ^ Vector512.Create(k0);
-            c1 = lo2;
-            c2 = hi0 ^ c3 ^ Vector512.Create(k1);
-            c3 = lo0;
-            k0 += Philox.W0; k1 += Philox.W1;
-        }
-        (w0, w1, w2, w3) = (c0, c1, c2, c3);
-    }
-
-    /// <summary>High and low halves of the 64-bit lane products: vpmuludq covers the even lanes, a shift the odd.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static (Vector512<uint> Hi, Vector512<uint> Lo) WideMultiply(Vector512<uint> a, Vector512<uint> m)
-    {
-        var even = Avx512F.Multiply(a, m);
-        var odd = Avx512F.Multiply((a.AsUInt64() >> 32).AsUInt32(), m);
-        var highWord = Vector512.Create(0xFFFFFFFF00000000UL);
-        var hi = (even >> 32) | (odd & highWord);
-        var lo = (even & ~highWord) | (odd << 32);
-        return (hi.AsUInt32(), lo.AsUInt32());
     }
 }

@@ -12,7 +12,7 @@ public static class BfloraCommands
             "bflora: bitflip-aware LoRA fine-tuning of Llama-3 models (random bit flips in the activations and " +
             "weights of every Linear layer; LoRA adapters learn to tolerate them).")
         {
-            Demo(), Train(), EvalCommand.Build(), Plan(), Bench(), Export(),
+            Demo(), Train(), EvalCommand.Build(), PlanCommand.Build(), Bench(), Export(), SelftestMpiCommand.Build(),
         };
         return root;
     }
@@ -64,19 +64,16 @@ public static class BfloraCommands
             new Option<bool>("--resume") { Description = "continue from the newest complete checkpoint in --out" },
             SetOption(),
         };
-        return NotBuilt(cmd, "issue #5 (training)");
-    }
-
-    private static Command Plan()
-    {
-        var cmd = new Command("plan", "Per-rank memory plan (parameters, gradients, optimizer state, gathered block, activations)")
+        cmd.SetAction(parse =>
         {
-            ConfigOption(),
-            new Option<int?>("--world") { Description = "number of ranks (default: parallelism.fsdp_degree)" },
-            JsonOption(),
-            SetOption(),
-        };
-        return NotBuilt(cmd, "issue #6 (sharded training)");
+            // The startup check of issue #6 runs before the trainer exists: a world that disagrees with
+            // parallelism.fsdp_degree fails here, once, on every rank (the trainer keeps this call).
+            var cfg = LoadConfig(parse.GetValue<FileInfo>("--config")!, parse.GetValue<string[]>("--set"));
+            Distributed.DistributedRuntime.Start(cfg.Parallelism.FsdpDegree);
+            Console.Error.WriteLine($"bflora {cmd.Name}: not built yet (tracked in issue #5 (training)).");
+            return ExitCodes.NotBuilt;
+        });
+        return cmd;
     }
 
     private static Command Bench()

@@ -1,22 +1,28 @@
 using Bflora.Config;
+using Bflora.Distributed;
 
 namespace Bflora.Cli;
 
 public static class ErrorReporting
 {
-    /// <summary>Prints one line for <paramref name="error"/> and returns the exit code it deserves.</summary>
+    /// <summary>
+    /// Prints one line for <paramref name="error"/> and returns the exit code it deserves. Under mpirun, once MPI has
+    /// started, it then aborts the whole job (every rank exits non-zero) instead of returning.
+    /// </summary>
     public static int Report(Exception error)
     {
         var e = error is AggregateException { InnerExceptions.Count: 1 } agg ? agg.InnerExceptions[0] : error;
-        if (Environment.GetEnvironmentVariable("BFLORA_DEBUG") is { Length: > 0 }) Console.Error.WriteLine(e);
-        string message = e.Message.Split('\n')[0].Trim();
-        if (IsUserError(e))
+        bool user = IsUserError(e);
+        if (DistributedRuntime.ShouldReport(user))
         {
-            Console.Error.WriteLine($"error: {message}");
-            return ExitCodes.BadInput;
+            if (Environment.GetEnvironmentVariable("BFLORA_DEBUG") is { Length: > 0 }) Console.Error.WriteLine(e);
+            string message = e.Message.Split('\n')[0].Trim();
+            string rank = DistributedRuntime.MpiStarted ? $"rank {LaunchInfo.Current.Rank}: " : "";
+            Console.Error.WriteLine(user ? $"error: {rank}{message}" : $"error: {rank}internal failure ({e.GetType().Name}): {message}");
         }
-        Console.Error.WriteLine($"error: internal failure ({e.GetType().Name}): {message}");
-        return ExitCodes.Failure;
+        int code = user ? ExitCodes.BadInput : ExitCodes.Failure;
+        DistributedRuntime.AbortJob(code);
+        return code;
     }
 
     private static bool IsUserError(Exception e) => e is ConfigException or BfloraInputException or ArgumentException

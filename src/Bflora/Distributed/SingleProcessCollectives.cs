@@ -1,0 +1,54 @@
+using static TorchSharp.torch;
+
+namespace Bflora.Distributed;
+
+/// <summary>
+/// World size 1: every collective is a copy or nothing. It checks arguments exactly as <see cref="MpiCollectives"/>
+/// does, so code that would fail under mpirun also fails in a single-process test.
+/// </summary>
+public sealed unsafe class SingleProcessCollectives : ICollectives
+{
+    public int Rank => 0;
+    public int WorldSize => 1;
+
+    public void AllGather(Tensor input, Tensor output)
+    {
+        CollectiveArgs.Gather(input, output, 1);
+        CopyUnlessSame(input, output);
+    }
+
+    public IPendingCollective StartAllGather(Tensor input, Tensor output)
+    {
+        AllGather(input, output);
+        return Done.Instance;
+    }
+
+    public void ReduceScatter(Tensor input, Tensor output)
+    {
+        CollectiveArgs.Scatter(input, output, 1);
+        CopyUnlessSame(input, output);
+    }
+
+    public void AllReduce(Tensor tensor, ReduceOp op) => CollectiveArgs.Reducible(tensor, "all-reduce");
+
+    public void Broadcast(Tensor tensor, int root)
+    {
+        CollectiveArgs.Movable(tensor, "broadcast");
+        CollectiveArgs.Root(root, 1);
+    }
+
+    public void Barrier() { }
+
+    // A view of the same memory (e.g. output.view(input.shape)) needs no copy; copy_ onto itself would be wasted work.
+    private static void CopyUnlessSame(Tensor input, Tensor output)
+    {
+        if (TensorPointer.Of(input) == TensorPointer.Of(output)) return;
+        output.view(input.shape).copy_(input);
+    }
+
+    private sealed class Done : IPendingCollective
+    {
+        public static readonly Done Instance = new();
+        public void Wait() { }
+    }
+}

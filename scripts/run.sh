@@ -34,7 +34,7 @@ for a in "$@"; do
 done
 if [[ -z "$fsdp" ]]; then
   fsdp=$(awk '/^[[:space:]]*\[/ { sec = $0; gsub(/[][[:space:]]/, "", sec) }
-              sec == "parallelism" && $1 == "fsdp_degree" { split($0, kv, "="); sub(/#.*/, "", kv[2]); gsub(/[^0-9]/, "", kv[2]); print kv[2]; exit }' "$config")
+              sec == "parallelism" && /^[[:space:]]*fsdp_degree[[:space:]]*=/ { split($0, kv, "="); sub(/#.*/, "", kv[2]); gsub(/[^0-9]/, "", kv[2]); print kv[2]; exit }' "$config")
   fsdp="${fsdp:-1}"
 fi
 NPROC_PER_NODE="${NPROC_PER_NODE:-$(( fsdp / NNODES ))}"

@@ -29,6 +29,7 @@ public static class CollectivesSelfTest
             using var expected = Values(5 * w, j => 100 * (j / 5) + j % 5, dtype);
             Report("all_gather", dtype, Both(expected, o => c.AllGather(input, o), o => reference.AllGather(input, o)));
             Report("start_all_gather", dtype, Both(expected, o => c.StartAllGather(input, o).Wait(), o => reference.AllGather(input, o)));
+            Report("two_gathers_in_flight", dtype, TwoInFlight(c, input, expected));
 
             int root = w - 1;
             using var bexpected = Values(7, i => 3 * root + i, dtype);
@@ -89,6 +90,21 @@ public static class CollectivesSelfTest
         double memcpy = Best(() => copy.copy_(full));
         log.WriteLine($"rank {c.Rank} BENCH world {c.WorldSize} {mib} MiB fp32: all_gather {gather:F2} GB/s, " +
                       $"reduce_scatter {scatter:F2} GB/s, copy_ {memcpy:F2} GB/s");
+    }
+
+    /// <summary>Prefetch pattern: a second gather starts before the first is waited for; they finish in either order.</summary>
+    private static bool TwoInFlight(ICollectives c, Tensor input, Tensor expected)
+    {
+        using var doubled = input.mul(2);
+        using var expectedDoubled = expected.mul(2);
+        using var first = zeros_like(expected);
+        using var second = zeros_like(expected);
+        var a = c.StartAllGather(input, first);
+        var b = c.StartAllGather(doubled, second);
+        b.Wait();
+        a.Wait();
+        a.Wait();
+        return Same(first, expected) && Same(second, expectedDoubled);
     }
 
     private static Tensor Values(long n, Func<int, int> f, ScalarType dtype)

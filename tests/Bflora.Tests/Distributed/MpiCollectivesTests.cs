@@ -11,8 +11,8 @@ public class MpiCollectivesTests
 
     private static readonly string[] Checks =
     {
-        "all_gather Float32", "start_all_gather Float32", "broadcast Float32",
-        "all_gather BFloat16", "start_all_gather BFloat16", "broadcast BFloat16",
+        "all_gather Float32", "start_all_gather Float32", "two_gathers_in_flight Float32", "broadcast Float32",
+        "all_gather BFloat16", "start_all_gather BFloat16", "two_gathers_in_flight BFloat16", "broadcast BFloat16",
         "reduce_scatter_sum Float32", "all_reduce_sum Float32", "all_reduce_max Float32",
         "bf16_reduction_refused BFloat16", "barrier Float32",
     };

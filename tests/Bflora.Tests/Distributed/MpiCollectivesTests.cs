@@ -44,6 +44,17 @@ public class MpiCollectivesTests
     }
 
     [Fact]
+    public void A_rank_killed_by_a_signal_ends_the_whole_job_within_seconds()
+    {
+        // No handler runs on SIGKILL: mpirun itself must stop rank 0, which waits in MPI for a peer that is gone
+        // (--crash-rank 99: no rank fails on purpose, so every live rank blocks in the barrier).
+        var cmd = $"[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && kill -9 $$; exec dotnet '{MpiRunner.CliDll}' selftest-mpi --crash-rank 99";
+        var (r, elapsed) = MpiRunner.Run(2, new[] { "sh", "-c", cmd }, Timeout);
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.True(elapsed < TimeSpan.FromSeconds(30), $"took {elapsed.TotalSeconds:F1} s");
+    }
+
+    [Fact]
     public void Fsdp_degree_unlike_the_world_size_is_one_error_line_and_exit_2()
     {
         var (r, elapsed) = MpiRunner.Bflora(2, new[] { "train", "--config", "configs/debug.toml" }, Timeout);

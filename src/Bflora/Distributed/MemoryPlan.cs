@@ -41,7 +41,7 @@ public sealed record MemoryPlan(int World, long Params, long GatheredBlock, stri
         Row($"gathered block (bf16, {GatheredUnit})", GatheredBlock);
         Row("prefetch (next block, bf16)", Prefetch);
         Row("master + AdamW m, v (shard)", LoraMasterAndOptimizer);
-        Row("grads (fp32 shard + one unsharded block)", Grads);
+        Row("grads (fp32 shard + one unsharded unit)", Grads);
         Row("activations (checkpointed)", Activations);
         Row("total", Total);
         return sb.ToString();
@@ -115,8 +115,9 @@ public static class MemoryPlanner
         }
         // fp32 (or master_dtype) master copy plus AdamW's m and v, each only for this rank's shard.
         long optimizer = 3L * p.MasterBytes * trainableShard;
-        // fp32 gradients of the shard, plus (W > 1) the largest unit's unsharded gradient, the reduce-scatter's input.
-        long grads = 4 * trainableShard + (w > 1 ? 4 * largestTrainableUnit : 0);
+        // fp32 gradients of the shard, plus (W > 1) the largest unit's unsharded gradient (the reduce-scatter's input)
+        // and the ring reduce-scatter's two fp32 chunk buffers (MpiCollectives keeps them between calls).
+        long grads = 4 * trainableShard + (w > 1 ? 4 * largestTrainableUnit + 2 * 4 * Shard(largestTrainableUnit, w) : 0);
 
         // All-gathered units: each block (with its LoRA's bf16 copy) and the output head. The embedding is never
         // gathered: a rank looks its vocab rows up and the [B,S,d] results are summed across ranks.

@@ -47,7 +47,8 @@ internal static unsafe class MpiNative
     [DllImport(Lib)] public static extern int MPI_Bcast(void* buffer, int count, nint datatype, int root, nint comm);
     [DllImport(Lib)] public static extern int MPI_Allgather(void* send, int sendCount, nint sendType, void* recv, int recvCount, nint recvType, nint comm);
     [DllImport(Lib)] public static extern int MPI_Iallgather(void* send, int sendCount, nint sendType, void* recv, int recvCount, nint recvType, nint comm, nint* request);
-    [DllImport(Lib)] public static extern int MPI_Reduce_scatter_block(void* send, void* recv, int recvCount, nint datatype, nint op, nint comm);
+    [DllImport(Lib)] public static extern int MPI_Sendrecv(void* send, int sendCount, nint sendType, int dest, int sendTag,
+        void* recv, int recvCount, nint recvType, int source, int recvTag, nint comm, nint status);
     [DllImport(Lib)] public static extern int MPI_Allreduce(void* send, void* recv, int count, nint datatype, nint op, nint comm);
     [DllImport(Lib)] public static extern int MPI_Wait(nint* request, nint status);
     [DllImport(Lib)] public static extern int MPI_Test(nint* request, int* flag, nint status);

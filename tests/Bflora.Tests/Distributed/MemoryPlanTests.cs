@@ -29,7 +29,8 @@ public class MemoryPlanTests
         // LoRA of 7 Linears per block, A [r, in] + B [out, r]; output is skipped by skip_patterns.
         const long loraBlock = r * (2 * (d + d) + 2 * (d + kvd) + 3 * (d + F));   // 5,177,344
         Assert.Equal(3 * 4 * L * loraBlock / 4, p.LoraMasterAndOptimizer);        // fp32 master, m, v of the shard
-        Assert.Equal(4 * L * loraBlock / 4 + 4 * loraBlock, p.Grads);             // fp32 shard + one block before reduce-scatter
+        // fp32 shard + one block's gradient before the reduce-scatter + its two ring buffers of a quarter block each
+        Assert.Equal(4 * L * loraBlock / 4 + 4 * loraBlock + 2 * 4 * loraBlock / 4, p.Grads);
 
         Assert.Equal(2 * V * d, p.GatheredBlock);                                 // the output head outweighs a block
         Assert.Equal("output", p.GatheredUnit);
@@ -58,7 +59,8 @@ public class MemoryPlanTests
     {
         var p = Plan70B(4, "training.trainable=\"full\"");
         Assert.Equal(12 * (p.Params / 2), p.LoraMasterAndOptimizer);
-        Assert.Equal(4 * (p.Params / 2) + 4 * 128256L * 8192, p.Grads);   // + the output head's unsharded fp32 gradient
+        // + the output head's unsharded fp32 gradient and the two ring buffers for it
+        Assert.Equal(4 * (p.Params / 2) + 4 * 128256L * 8192 + 2 * 4 * 128256L * 8192 / 4, p.Grads);
     }
 
     [Fact]

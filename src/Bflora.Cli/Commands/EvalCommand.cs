@@ -26,13 +26,14 @@ public static class EvalCommand
         };
         cmd.SetAction(parse =>
         {
-            if (parse.GetValue(profile) || parse.GetValue(adapter) is not null)
+            if (parse.GetValue(profile))
             {
-                Console.Error.WriteLine("bflora eval: --profile and --adapter are not built yet (issue #5); clean and --bitflip eval work.");
+                Console.Error.WriteLine("bflora eval: --profile is not built yet (issue #5); clean, --bitflip and --adapter eval work.");
                 return ExitCodes.NotBuilt;
             }
             var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, parse.GetValue(set));
-            var request = new EvalRequest(parse.GetValue(numSamples), parse.GetValue(bitflip), parse.GetValue(bitflipSeed));
+            var request = new EvalRequest(parse.GetValue(numSamples), parse.GetValue(bitflip), parse.GetValue(bitflipSeed),
+                parse.GetValue(adapter)?.FullName);
             var result = EvalRun.Execute(cfg, request, Console.Out, BfloraCommands.Warn);
             if (parse.GetValue(json) is { } jsonFile) AtomicFile.WriteAllText(jsonFile.FullName, result.ToJson());
             return ExitCodes.Ok;

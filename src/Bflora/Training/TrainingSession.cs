@@ -73,8 +73,6 @@ public sealed class TrainingSession : IDisposable
     {
         sync ??= SingleProcessSync.Instance;
         var t = config.Training;
-        if (t.Trainable is not ("lora" or "full"))
-            throw new BfloraInputException($"training.trainable must be \"lora\" or \"full\", got \"{t.Trainable}\"");
         MasterDtype(t.MasterDtype);
         if (t.Device != "cpu") throw new BfloraInputException($"training.device \"{t.Device}\" is not supported by this build; use \"cpu\"");
         if (t.Trainable == "lora" && config.Lora.R <= 0) throw new BfloraInputException("lora.r must be positive for LoRA training");

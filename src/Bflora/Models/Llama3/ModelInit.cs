@@ -33,7 +33,7 @@ public static class ModelInit
         var values = empty(shape, dtype: ScalarType.Float32);
         double std = StdFor(args, name);
         if (name == "tok_embeddings.weight")
-            nn.init.normal_(values, 0.0, std, generator);
+            values.normal_(0.0, std, generator);
         else
             TruncatedNormal(values, std, generator);
         return values.to(dtype).MoveToOuterDisposeScope();

@@ -1,0 +1,68 @@
+using Bflora.Training;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace Bflora.Tests.Training;
+
+public class TrainingSessionTests
+{
+    [Theory]
+    [InlineData("lora", true, 1e-2)]
+    [InlineData("lora", false, 1e-2)]
+    [InlineData("full", true, 3e-3)]
+    [InlineData("full", false, 3e-3)]
+    public void Loss_decreases_over_20_steps(string trainable, bool flips, double lr)
+    {
+        using var session = TrainingSession.Open(TrainingKit.Config(trainable, flips, lr, steps: 20));
+        var schedule = new LrSchedule(lr, 2, 20);
+        var losses = Enumerable.Range(0, 20).Select(_ => session.Step(schedule).Loss).ToArray();
+        double first = losses.Take(3).Average(), last = losses.TakeLast(3).Average();
+        Assert.True(last < first - 0.2, $"{trainable} flips={flips}: first {first:F4} last {last:F4} ({string.Join(", ", losses.Select(l => l.ToString("F3")))})");
+        Assert.Equal(20, session.Converted.Step.Value);
+    }
+
+    [Fact]
+    public void A_lora_step_changes_only_lora_A_and_B_and_starts_at_the_base_loss()
+    {
+        using var lora = TrainingSession.Open(TrainingKit.Config("lora", steps: 3));
+        var before = lora.Model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone());
+        var schedule = new LrSchedule(1e-2, 0, 3);
+        double loss1 = lora.Step(schedule).Loss;
+        lora.Step(schedule);
+        foreach (var (name, p) in lora.Model.named_parameters())
+        {
+            bool isLora = name.EndsWith(".lora_A") || name.EndsWith(".lora_B");
+            bool same = TrainingKit.Same(p.detach(), before[name]);
+            Assert.True(isLora != same, $"{name}: lora={isLora} unchanged={same}");
+        }
+        Assert.Equal(28, lora.Trainable.Count); // 14 layers × (A, B); output is skipped
+
+        // B = 0 merges to exactly W, so step 1 sees the base model (with the same flips): a full-mode session converts
+        // with r = 0 and computes its step-1 loss before any update.
+        using var full = TrainingSession.Open(TrainingKit.Config("full", steps: 3));
+        Assert.Equal(loss1, full.Step(schedule).Loss);
+        Assert.All(full.Model.parameters(), p => Assert.True(p.requires_grad));
+    }
+
+    [Fact]
+    public void Steps_leave_no_live_tensors_behind()
+    {
+        using var session = TrainingSession.Open(TrainingKit.Config("lora", steps: 6));
+        var schedule = new LrSchedule(1e-2, 0, 6);
+        session.Step(schedule);
+        session.Step(schedule);
+        long live = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 3; i++) session.Step(schedule);
+        Assert.Equal(live, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
+    public void Bad_training_settings_are_input_errors()
+    {
+        var rankZero = Assert.Throws<BfloraInputException>(() => TrainingSession.Open(TrainingKit.Config(overrides: ["lora.r=0"])));
+        Assert.Contains("lora.r", rankZero.Message);
+        var world = Assert.Throws<BfloraInputException>(() => TrainingSession.Open(TrainingKit.Config(overrides: ["parallelism.fsdp_degree=2"])));
+        Assert.Contains("fsdp_degree", world.Message);
+    }
+}

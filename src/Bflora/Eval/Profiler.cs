@@ -77,20 +77,21 @@ public sealed class Profiler : IDisposable
     {
         foreach (var restore in _restore) restore();
         _restore.Clear();
-        // Observers never registered the Linear they wrap, so disposing them leaves the model's own modules alive.
         foreach (var observer in _observers) observer.Dispose();
     }
 
     /// <summary>Stands in for one Linear: counts its input, then returns exactly the Linear's output.</summary>
     private sealed class Observer : nn.Module<Tensor, Tensor>
     {
-        private readonly Linear _inner;
+        // The Linear is reached through a delegate, not a Module-typed field: TorchSharp adopts Module fields as
+        // children and would dispose the model's own Linear (and its weight) with the observer.
+        private readonly Func<Tensor, Tensor> _inner;
         private readonly MagnitudeHistogram _activations;
 
         public Observer(string name, Linear inner, MagnitudeHistogram activations) : base($"ProfileObserver({name})")
         {
             Name = name;
-            _inner = inner;
+            _inner = inner.call;
             _activations = activations;
         }
 
@@ -104,7 +105,7 @@ public sealed class Profiler : IDisposable
         {
             using (no_grad())
                 InputMax = Math.Max(InputMax, _activations.AddTensor(input));
-            return _inner.call(input);
+            return _inner(input);
         }
     }
 }

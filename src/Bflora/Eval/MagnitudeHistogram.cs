@@ -46,7 +46,8 @@ public sealed class MagnitudeHistogram
     public unsafe ushort AddTensor(Tensor t)
     {
         using var scope = NewDisposeScope();
-        var words = (t.dtype == ScalarType.BFloat16 ? t : t.to(ScalarType.BFloat16)).contiguous();
+        // Counting reads raw host memory, so a tensor on an accelerator is copied to the CPU first.
+        var words = (t.dtype == ScalarType.BFloat16 ? t : t.to(ScalarType.BFloat16)).cpu().contiguous();
         long n = words.numel();
         if (n == 0) return 0;
         ushort* p = (ushort*)TensorBits.Pointer(words);

@@ -15,8 +15,17 @@ public sealed record MagnitudeSummary(float P50, float P99, float P999, float P9
 
     public JsonObject ToJson() => new()
     {
-        ["p50"] = P50, ["p99"] = P99, ["p99.9"] = P999, ["p99.99"] = P9999, ["max"] = Max,
+        ["p50"] = Number(P50), ["p99"] = Number(P99), ["p99.9"] = Number(P999), ["p99.99"] = Number(P9999), ["max"] = Number(Max),
     };
+
+    /// <summary>
+    /// A JSON float: the exact double of the bf16 value (a float32's shortest form would not equal it when read back as a
+    /// double), and integral values keep a ".0" so that readers such as Python's json see a float, not an int.
+    /// </summary>
+    public static JsonNode Number(double v) =>
+        double.IsFinite(v) && v == Math.Floor(v) && Math.Abs(v) < 1e15
+            ? JsonNode.Parse(v.ToString("0.0", CultureInfo.InvariantCulture))!
+            : JsonValue.Create(v);
 }
 
 /// <summary>The result of `eval --profile`: the clean eval over the same windows, then the magnitude profile.</summary>
@@ -39,7 +48,8 @@ public sealed record ProfileResult(
             ["layers"] = Layers.Count,
             ["activations"] = Activations.ToJson(),
             ["weights"] = Weights.ToJson(),
-            ["suggested"] = new JsonObject { ["x_zero_out_t"] = SuggestedX, ["w_zero_out_t"] = SuggestedW },
+            ["suggested"] = new JsonObject { ["x_zero_out_t"] = MagnitudeSummary.Number(SuggestedX),
+                ["w_zero_out_t"] = MagnitudeSummary.Number(SuggestedW) },
             ["top_layers"] = new JsonObject
             {
                 ["activations"] = Top(l => l.Activation),
@@ -49,7 +59,7 @@ public sealed record ProfileResult(
         return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
 
         JsonArray Top(Func<LayerMaxima, float> by) => new(ProfileRun.TopLayers(Layers, by)
-            .Select(l => (JsonNode)new JsonObject { ["name"] = l.Name, ["max"] = by(l) }).ToArray());
+            .Select(l => (JsonNode)new JsonObject { ["name"] = l.Name, ["max"] = MagnitudeSummary.Number(by(l)) }).ToArray());
     }
 }
 

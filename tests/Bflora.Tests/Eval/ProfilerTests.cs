@@ -102,6 +102,7 @@ public sealed class ProfilerTests
                 Assert.True(values[0] > 0);
             }
             var suggested = root.GetProperty("suggested");
+            Assert.EndsWith(".0", suggested.GetProperty("x_zero_out_t").GetRawText()); // a float, also to Python's json
             Assert.Equal(ProfileRun.SuggestedThreshold(root.GetProperty("activations").GetProperty("max").GetDouble()),
                 suggested.GetProperty("x_zero_out_t").GetDouble());
             Assert.Equal(ProfileRun.SuggestedThreshold(root.GetProperty("weights").GetProperty("max").GetDouble()),

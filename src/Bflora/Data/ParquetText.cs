@@ -44,7 +44,7 @@ internal static class ParquetText
                 row += count;
                 continue;
             }
-            var texts = new string[count];
+            var texts = new string?[count];
             Wait(group.ReadAsync(field, texts.AsMemory(), null, CancellationToken.None).AsTask(), file);
             foreach (string? text in texts)
             {

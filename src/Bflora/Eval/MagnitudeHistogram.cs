@@ -41,7 +41,7 @@ public sealed class MagnitudeHistogram
     /// <summary>The value of a bin as a float (exact: every bf16 value is a float).</summary>
     public static float ValueOf(ushort bin) => BitConverter.Int32BitsToSingle(bin << 16);
 
-    /// <summary>Counts every element of <paramref name="t"/> (CPU); a dtype other than bf16 is rounded to bf16 first.</summary>
+    /// <summary>Counts every element of <paramref name="t"/>; a dtype other than bf16 is rounded to bf16 first.</summary>
     /// <returns>The largest bin seen in this tensor (0 for an empty one), for per-layer maxima.</returns>
     public unsafe ushort AddTensor(Tensor t)
     {

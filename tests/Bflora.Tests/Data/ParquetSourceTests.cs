@@ -10,7 +10,7 @@ public sealed class ParquetSourceTests
     private static readonly ByteTokenizer Bytes = new();
 
     /// <summary>Writes one Parquet file with a string column "text", an int column "id", one row group per array.</summary>
-    private static string WriteParquet(string path, params string[][] rowGroups)
+    private static string WriteParquet(string path, params string?[][] rowGroups)
     {
         Write().GetAwaiter().GetResult();
         return path;
@@ -81,6 +81,15 @@ public sealed class ParquetSourceTests
         Assert.Contains("no column 'content'", missing.Message);
         var wrongType = Assert.Throws<InvalidDataException>(() => DocumentTexts(new TextSource(file, textField: "id")));
         Assert.Contains("column 'id' is Int32, not a string column", wrongType.Message);
+    }
+
+    [Fact]
+    public void ANullRowIsAnErrorNamingFileRowAndColumn()
+    {
+        using var dir = new TempDir();
+        string file = WriteParquet(Path.Combine(dir.Path, "s.parquet"), ["a"], ["b", null]);
+        var error = Assert.Throws<InvalidDataException>(() => DocumentTexts(new TextSource(file)));
+        Assert.Equal($"{file} row 2: column 'text' is null", error.Message);
     }
 
     [Fact]

@@ -40,8 +40,9 @@ public static class ModelInit
     }
 
     /// <summary>
-    /// N(0, std²) truncated to ±3·std by inverse-CDF sampling (TorchSharp's trunc_normal_ ignores its generator's
-    /// stream here and returned zeros): u ~ U(Φ(-3), Φ(3)), x = std·√2·erfinv(2u - 1).
+    /// N(0, std²) truncated to ±3·std by inverse-CDF sampling, u ~ U(Φ(-3), Φ(3)), x = std·√2·erfinv(2u - 1):
+    /// TorchSharp 0.107's nn.init functions ignore the generator (trunc_normal_ even returned zeros), while the
+    /// tensor methods uniform_/normal_ honour it.
     /// </summary>
     private static void TruncatedNormal(Tensor values, double std, Generator generator)
     {

@@ -18,6 +18,10 @@ public static class TrainRun
     public static TrainResult Execute(BfloraConfig config, TrainOptions options, ITrainingProgress progress,
         IGradientSync? sync = null)
     {
+        sync ??= SingleProcessSync.Instance;
+        // Only rank 0 prints, and its rows carry the loss already averaged over ranks.
+        bool lead = sync.Rank == 0;
+        if (!lead) progress = new PlainProgress(TextWriter.Null);
         var t = config.Training;
         if (t.Steps < 1) throw new BfloraInputException($"training.steps must be at least 1, got {t.Steps}");
         if (t.LogFreq < 1) throw new BfloraInputException($"training.log_freq must be at least 1, got {t.LogFreq}");
@@ -37,10 +41,10 @@ public static class TrainRun
             var state = Checkpointer.Load(resumeFrom, session);
             if (state.Step >= t.Steps)
                 throw new BfloraInputException($"the checkpoint {resumeFrom} is at step {state.Step}; ask for more steps than that (--steps)");
-            MetricsLog.TruncateAfter(output, state.Step);
+            if (lead) MetricsLog.TruncateAfter(output, state.Step);
             progress.Line($"Resumed from {resumeFrom} at step {state.Step}");
         }
-        else
+        else if (lead)
         {
             File.Delete(Path.Combine(output, MetricsLog.FileName));
         }
@@ -68,7 +72,7 @@ public static class TrainRun
                 var row = new MetricsRow(step.Step, lossSum / lossCount, step.Lr, step.GradNorm, tokensPerSecond);
                 lossSum = 0;
                 lossCount = 0;
-                MetricsLog.Append(output, row);
+                if (lead) MetricsLog.Append(output, row);
                 progress.Line(row.LogLine(t.Steps, elapsed));
             }
             if (step.Step % t.SaveFreq == 0 || step.Step == t.Steps)
@@ -79,7 +83,7 @@ public static class TrainRun
         }
         double total = clock.Elapsed.TotalSeconds;
         var rows = MetricsLog.Read(output);
-        if (rows.Count > 0) LossPlot.Write(Path.Combine(output, "loss.png"), rows, $"{config.Name}: training loss");
+        if (lead && rows.Count > 0) LossPlot.Write(Path.Combine(output, "loss.png"), rows, $"{config.Name}: training loss");
         return new TrainResult(t.Steps, tokens / Math.Max(total, 1e-9), lastCheckpoint!, rows);
     }
 

@@ -58,6 +58,17 @@ public class TrainingSessionTests
     }
 
     [Fact]
+    public void The_train_split_option_reads_the_same_windows_as_the_whole_stream_at_first()
+    {
+        // The held-out windows lie at the end of the stream, so the first steps of both see the same data.
+        using var whole = TrainingSession.Open(TrainingKit.Config("lora", steps: 2));
+        using var split = TrainingSession.Open(TrainingKit.Config("lora", steps: 2), trainSplitOnly: true);
+        var schedule = new LrSchedule(1e-2, 0, 2);
+        Assert.Equal(whole.Step(schedule).Loss, split.Step(schedule).Loss);
+        Assert.Equal(whole.DataCursor, split.DataCursor);
+    }
+
+    [Fact]
     public void Bad_training_settings_are_input_errors()
     {
         var rankZero = Assert.Throws<BfloraInputException>(() => TrainingSession.Open(TrainingKit.Config(overrides: ["lora.r=0"])));

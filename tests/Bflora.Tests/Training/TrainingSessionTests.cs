@@ -69,6 +69,34 @@ public class TrainingSessionTests
     }
 
     [Fact]
+    public void Bf16_masters_keep_the_parameters_equal_to_them()
+    {
+        using var session = TrainingSession.Open(TrainingKit.Config("lora", steps: 2, overrides: ["training.master_dtype=\"bfloat16\""]));
+        var schedule = new LrSchedule(1e-2, 0, 2);
+        session.Step(schedule);
+        session.Step(schedule);
+        Assert.All(session.Slots, s => Assert.Equal(ScalarType.BFloat16, s.Master.dtype));
+        foreach (var ((name, p), slot) in session.Trainable.Zip(session.Slots))
+            Assert.True(TrainingKit.Same(p.detach(), slot.Master), name);
+        Assert.False(session.Converted.Layers.All(l => l.Layer.LoraB!.count_nonzero().item<long>() == 0));
+    }
+
+    [Fact]
+    public void Accumulation_divides_the_loss_so_gradients_are_global_batch_means()
+    {
+        // Two micro-batches of 1 window see the same windows as one batch of 2; loss and gradient norm agree up to bf16.
+        using var one = TrainingSession.Open(TrainingKit.Config("lora", steps: 1, batch: 2));
+        using var two = TrainingSession.Open(TrainingKit.Config("lora", steps: 1, batch: 1,
+            overrides: ["training.gradient_accumulation_steps=2"]));
+        var schedule = new LrSchedule(1e-2, 0, 1);
+        var a = one.Step(schedule);
+        var b = two.Step(schedule);
+        Assert.Equal(a.Loss, b.Loss, 0.03);
+        Assert.Equal(a.GradNorm, b.GradNorm, a.GradNorm * 0.03);
+        Assert.Equal(a.Tokens, b.Tokens);
+    }
+
+    [Fact]
     public void Bad_training_settings_are_input_errors()
     {
         var rankZero = Assert.Throws<BfloraInputException>(() => TrainingSession.Open(TrainingKit.Config(overrides: ["lora.r=0"])));

@@ -12,7 +12,8 @@ public static class BfloraCommands
             "bflora: bitflip-aware LoRA fine-tuning of Llama-3 models (random bit flips in the activations and " +
             "weights of every Linear layer; LoRA adapters learn to tolerate them).")
         {
-            Demo(), Train(), EvalCommand.Build(), PlanCommand.Build(), Bench(), Export(), SelftestMpiCommand.Build(),
+            Demo(), TrainCommand.Build(), EvalCommand.Build(), PlanCommand.Build(), Bench(), ExportCommand.Build(),
+            SelftestMpiCommand.Build(),
         };
         return root;
     }
@@ -54,28 +55,6 @@ public static class BfloraCommands
         return NotBuilt(cmd, "issue #5 (training, evaluation and the demo)");
     }
 
-    private static Command Train()
-    {
-        var cmd = new Command("train", "LoRA (or full) training per the config, on one process or under mpirun")
-        {
-            ConfigOption(),
-            new Option<int?>("--steps") { Description = "short for --set training.steps=N" },
-            new Option<DirectoryInfo>("--out") { Description = "output folder (default [checkpoint] folder or runs/<config name>)" },
-            new Option<bool>("--resume") { Description = "continue from the newest complete checkpoint in --out" },
-            SetOption(),
-        };
-        cmd.SetAction(parse =>
-        {
-            // The startup check of issue #6 runs before the trainer exists: a world that disagrees with
-            // parallelism.fsdp_degree fails here, once, on every rank (the trainer keeps this call).
-            var cfg = LoadConfig(parse.GetValue<FileInfo>("--config")!, parse.GetValue<string[]>("--set"));
-            Distributed.DistributedRuntime.Start(cfg.Parallelism.FsdpDegree);
-            Console.Error.WriteLine($"bflora {cmd.Name}: not built yet (tracked in issue #5 (training)).");
-            return ExitCodes.NotBuilt;
-        });
-        return cmd;
-    }
-
     private static Command Bench()
     {
         var cmd = new Command("bench", "Measure the performance ratios (flip kernel vs copy, flips on vs off, MFU, 2 ranks vs 1)")
@@ -84,18 +63,6 @@ public static class BfloraCommands
             SetOption(),
         };
         return NotBuilt(cmd, "issue #7 (benchmarks)");
-    }
-
-    private static Command Export()
-    {
-        var cmd = new Command("export", "Export a trained adapter as a PEFT folder, or merged into an HF-layout model")
-        {
-            new Option<DirectoryInfo>("--adapter") { Description = "adapter folder (checkpoints/step-N)", Required = true },
-            new Option<DirectoryInfo>("--out") { Description = "output folder", Required = true },
-            new Option<bool>("--merged") { Description = "write a merged HF-layout model (needs --config)" },
-            ConfigOption(required: false),
-        };
-        return NotBuilt(cmd, "issue #5 (adapters)");
     }
 
     /// <summary>A command of the contract whose implementation has not landed: it says so and exits 3.</summary>

@@ -9,16 +9,16 @@ public readonly record struct DocumentChunk(long Document, int Chunk, string Tex
 /// <summary>
 /// The documents of a dataset path, read lazily and always in the same order:
 /// a <c>.txt</c> file is one document; a <c>.jsonl</c> file holds one document per non-blank line (string field
-/// <see cref="TextField"/>); a folder holds its <c>.txt</c>/<c>.jsonl</c> files, recursively, in ordinal order of their
-/// relative paths. Other files in a folder (README.md, LICENSE) are ignored; Parquet is not read yet and is refused
-/// rather than skipped, so a folder of Parquet shards cannot silently train on nothing.
+/// <see cref="TextField"/>); a <c>.parquet</c> file holds one document per row (string column <see cref="TextField"/>);
+/// a folder holds its <c>.txt</c>/<c>.jsonl</c>/<c>.parquet</c> files, recursively, in ordinal order of their relative
+/// paths. Other files in a folder (README.md, LICENSE) are ignored.
 /// Long documents come in pieces of about <see cref="ChunkChars"/> characters (see <see cref="SafeChunker"/>).
 /// </summary>
 public sealed class TextSource
 {
     public const int DefaultChunkChars = 1 << 20;
 
-    private static readonly string[] ReadableExtensions = [".txt", ".jsonl"];
+    private static readonly string[] ReadableExtensions = [".txt", ".jsonl", ".parquet"];
 
     public TextSource(string path, string textField = "text", int chunkChars = DefaultChunkChars)
     {
@@ -62,7 +62,7 @@ public sealed class TextSource
             }
         }
         if (document == 0)
-            throw new InvalidDataException($"dataset {DataPath} has no documents (empty .jsonl files only?)");
+            throw new InvalidDataException($"dataset {DataPath} has no documents (empty .jsonl or .parquet files only?)");
     }
 
     /// <summary>The documents of one file; the first <paramref name="skip"/> are counted but not read or parsed.</summary>
@@ -71,6 +71,12 @@ public sealed class TextSource
         if (file.EndsWith(".txt", StringComparison.OrdinalIgnoreCase))
         {
             yield return skip > 0 ? [] : TxtPieces(file);
+            yield break;
+        }
+        if (file.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase))
+        {
+            foreach (string? text in ParquetText.Rows(file, TextField, skip))
+                yield return text is null ? [] : SafeChunker.Split(new StringReader(text), ChunkChars);
             yield break;
         }
         int lineNumber = 0;
@@ -124,22 +130,18 @@ public sealed class TextSource
         {
             string ext = Path.GetExtension(path).ToLowerInvariant();
             if (!ReadableExtensions.Contains(ext))
-                throw new NotSupportedException($"data file {path}: extension '{ext}' is not supported (use .txt or .jsonl)");
+                throw new NotSupportedException($"data file {path}: extension '{ext}' is not supported (use .txt, .jsonl or .parquet)");
             return [path];
         }
         if (!Directory.Exists(path))
             throw new FileNotFoundException($"data path not found: {path}", path);
 
-        var all = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).ToList();
-        var parquet = all.Where(f => f.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase)).ToList();
-        if (parquet.Count > 0)
-            throw new NotSupportedException($"data folder {path} holds .parquet files ({parquet[0]} …), which are not supported yet");
-        var files = all
+        var files = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories)
             .Where(f => ReadableExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
             .OrderBy(f => Path.GetRelativePath(path, f), StringComparer.Ordinal)
             .ToList();
         if (files.Count == 0)
-            throw new InvalidDataException($"data folder {path} has no .txt or .jsonl files");
+            throw new InvalidDataException($"data folder {path} has no .txt, .jsonl or .parquet files");
         return files;
     }
 }

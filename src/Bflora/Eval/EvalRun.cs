@@ -1,3 +1,4 @@
+using Bflora.Bitflip;
 using Bflora.Config;
 using Bflora.Data;
 using Bflora.Lora;
@@ -7,7 +8,8 @@ using static TorchSharp.torch;
 namespace Bflora.Eval;
 
 /// <summary>What `bflora eval` was asked for.</summary>
-public sealed record EvalRequest(int NumSamples = 256, bool Bitflip = false, long? BitflipSeed = null);
+/// <param name="Adapter">A PEFT adapter folder to apply (with flips only if <paramref name="Bitflip"/> is set).</param>
+public sealed record EvalRequest(int NumSamples = 256, bool Bitflip = false, long? BitflipSeed = null, string? Adapter = null);
 
 /// <summary>The eval command's whole path: config → tokenizer → model → windows → <see cref="Evaluator"/> → table.</summary>
 public static class EvalRun
@@ -19,14 +21,20 @@ public static class EvalRun
         var args = ModelBuilder.ResolveArgs(config, tokenizer.VocabSize, modelFolder);
         using var model = ModelBuilder.Build(config, args, modelFolder);
         string condition = "no bitflip, no LoRA (clean baseline)";
-        if (request.Bitflip)
+        if (request.Bitflip || request.Adapter is not null)
         {
-            var flips = config.Bitflip.ToFlipSettings(request.BitflipSeed);
-            if (!config.Bitflip.AnyFlip) warn("--bitflip with every [bitflip] probability at 0: only zero-out applies");
+            var flips = request.Bitflip ? config.Bitflip.ToFlipSettings(request.BitflipSeed) : FlipSettings.Off;
+            if (request.Bitflip && !config.Bitflip.AnyFlip) warn("--bitflip with every [bitflip] probability at 0: only zero-out applies");
+            var adapter = request.Adapter is { } dir ? PeftAdapter.ReadConfig(dir) : null;
             // Eval never steps the optimizer, so every batch sees the masks of step 0.
-            var converted = BitFlipConverter.Convert(model, new ConversionOptions(flips, 0, 1, config.Bitflip.SkipPatterns));
-            condition = $"bitflip ON, no LoRA (r=0) | w_p_exp={flips.WPExp:G4} w_p_frac={flips.WPFrac:G4} " +
-                        $"x_p_exp={flips.XPExp:G4} x_p_frac={flips.XPFrac:G4} seed={flips.BaseSeed} | {converted.Layers.Count} layers";
+            var converted = BitFlipConverter.Convert(model, new ConversionOptions(flips, adapter?.R ?? 0,
+                adapter?.LoraAlpha ?? 1, config.Bitflip.SkipPatterns));
+            if (request.Adapter is not null) PeftAdapter.Load(request.Adapter, converted, args);
+            string lora = adapter is null ? "no LoRA (r=0)" : $"LoRA r={adapter.R} alpha={adapter.LoraAlpha:G4} from {request.Adapter}";
+            condition = request.Bitflip
+                ? $"bitflip ON, {lora} | w_p_exp={flips.WPExp:G4} w_p_frac={flips.WPFrac:G4} " +
+                  $"x_p_exp={flips.XPExp:G4} x_p_frac={flips.XPFrac:G4} seed={flips.BaseSeed} | {converted.Layers.Count} layers"
+                : $"no bitflip, {lora}";
         }
         var source = new TextSource(DataLocator.Resolve(config.Data.Path), config.Data.TextField);
         using var windows = new WindowReader(source, tokenizer, config.Training.SeqLen);

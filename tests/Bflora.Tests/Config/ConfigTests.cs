@@ -30,6 +30,7 @@ public class ConfigTests
     [Theory]
     [InlineData("debug.toml")]
     [InlineData("demo.toml")]
+    [InlineData("demo_pretrain.toml")]
     [InlineData("config_8b.toml")]
     public void Every_shipped_config_loads(string file) =>
         Assert.NotNull(BfloraConfig.Load(RepoPaths.Of("configs", file)));

@@ -57,8 +57,6 @@ public sealed class TextSourceTests
         using var dir = new TempDir();
         Assert.Throws<NotSupportedException>(() => new TextSource(dir.Write("d.csv", "a,b")));
         Assert.Throws<FileNotFoundException>(() => new TextSource(Path.Combine(dir.Path, "nope.txt")));
-        dir.Write("shard-0.parquet", "PAR1");
-        Assert.Throws<NotSupportedException>(() => new TextSource(dir.Path));
     }
 
     [Fact]

@@ -26,6 +26,8 @@ public class ModelInitTests
 
         var again = ModelInit.RandomParameter(args, "layers.0.attention.wq.weight", new long[] { 256, 256 }, 3, ScalarType.BFloat16);
         Assert.True(wq.equal(again).all().item<bool>(), "same seed and name → same values");
+        var embAgain = ModelInit.RandomParameter(args, "tok_embeddings.weight", new long[] { 50, 256 }, 3, ScalarType.BFloat16);
+        Assert.True(emb.equal(embAgain).all().item<bool>(), "the embedding is seeded too");
         var other = ModelInit.RandomParameter(args, "layers.0.attention.wk.weight", new long[] { 256, 256 }, 3, ScalarType.BFloat16);
         Assert.False(wq.equal(other).all().item<bool>(), "another name → other values");
     }

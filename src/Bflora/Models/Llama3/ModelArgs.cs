@@ -49,7 +49,7 @@ public static class Flavors
     public static readonly IReadOnlyDictionary<string, ModelArgs> All = new Dictionary<string, ModelArgs>(StringComparer.OrdinalIgnoreCase)
     {
         ["debug"] = new(Dim: 64, NLayers: 2, NHeads: 4, NKvHeads: 2, FfnHidden: 192, VocabSize: 0),
-        ["demo"] = new(Dim: 256, NLayers: 4, NHeads: 8, NKvHeads: 4, FfnHidden: 768, VocabSize: 0, MaxSeqLen: 4096),
+        ["demo"] = new(Dim: 256, NLayers: 4, NHeads: 4, NKvHeads: 2, FfnHidden: 768, VocabSize: 0, MaxSeqLen: 4096),
         ["1B"] = new(Dim: 2048, NLayers: 16, NHeads: 32, NKvHeads: 8, FfnHidden: 8192, VocabSize: Llama3Vocab,
             RopeScaling: new RopeScaling(32.0, 1.0, 4.0, 8192), TieEmbeddings: true),
         ["8B"] = new(Dim: 4096, NLayers: 32, NHeads: 32, NKvHeads: 8, FfnHidden: 14336, VocabSize: Llama3Vocab),

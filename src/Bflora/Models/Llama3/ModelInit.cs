@@ -33,15 +33,16 @@ public static class ModelInit
         var values = empty(shape, dtype: ScalarType.Float32);
         double std = StdFor(args, name);
         if (name == "tok_embeddings.weight")
-            nn.init.normal_(values, 0.0, std, generator);
+            values.normal_(0.0, std, generator);
         else
             TruncatedNormal(values, std, generator);
         return values.to(dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>
-    /// N(0, std²) truncated to ±3·std by inverse-CDF sampling (TorchSharp's trunc_normal_ ignores its generator's
-    /// stream here and returned zeros): u ~ U(Φ(-3), Φ(3)), x = std·√2·erfinv(2u - 1).
+    /// N(0, std²) truncated to ±3·std by inverse-CDF sampling, u ~ U(Φ(-3), Φ(3)), x = std·√2·erfinv(2u - 1):
+    /// TorchSharp 0.107's nn.init functions ignore the generator (trunc_normal_ even returned zeros), while the
+    /// tensor methods uniform_/normal_ honour it.
     /// </summary>
     private static void TruncatedNormal(Tensor values, double std, Generator generator)
     {

@@ -1,0 +1,111 @@
+using Bflora.Models.Llama3;
+using TorchSharp;
+using Linear = TorchSharp.Modules.Linear;
+using static TorchSharp.torch;
+
+namespace Bflora.Eval;
+
+/// <summary>One profiled layer: its name and the largest |input| and |weight| seen (NaN as 0, Inf as 2^40).</summary>
+public sealed record LayerMaxima(string Name, float Activation, float Weight);
+
+/// <summary>
+/// Magnitude profile of the Linears that the bitflip converter would convert: every forward input (all batches) and
+/// every weight, in exact bf16 histograms. <see cref="Attach"/> swaps each such Linear for an observer that records its
+/// input and then calls the very same Linear, so the model computes exactly what it computed before;
+/// <see cref="Dispose"/> puts the Linears back.
+/// </summary>
+public sealed class Profiler : IDisposable
+{
+    private readonly List<Observer> _observers = new();
+    private readonly List<Action> _restore = new();
+
+    private Profiler() { }
+
+    public MagnitudeHistogram Activations { get; } = new();
+
+    public MagnitudeHistogram Weights { get; } = new();
+
+    /// <summary>The profiled layers in the converter's order (registration order, output head last).</summary>
+    public IReadOnlyList<LayerMaxima> Layers =>
+        _observers.Select(o => new LayerMaxima(o.Name, MagnitudeHistogram.ValueOf(o.InputMax),
+            MagnitudeHistogram.ValueOf(o.WeightMax))).ToList();
+
+    /// <summary>
+    /// Counts the weights now and hooks the inputs of every Linear whose name contains none of
+    /// <paramref name="skipPatterns"/> (the converter's rule, on the clean model).
+    /// </summary>
+    public static Profiler Attach(Transformer model, IReadOnlyList<string> skipPatterns)
+    {
+        var profiler = new Profiler();
+        var slots = model.LinearSlots()
+            .Select(s => (s.Name, Current: s.Host.GetLinear(s.LocalName),
+                Replace: (Action<nn.Module<Tensor, Tensor>>)(m => s.Host.ReplaceLinear(s.LocalName, m))))
+            .Append(("output", model.Output, model.ReplaceOutput))
+            .ToList();
+        try
+        {
+            using var noGrad = no_grad();
+            foreach (var (name, current, replace) in slots)
+            {
+                if (skipPatterns.Any(p => name.Contains(p, StringComparison.Ordinal))) continue;
+                if (current is not Linear linear)
+                    throw new InvalidOperationException($"'{name}' is a {current.GetType().Name}, not a plain Linear; profile the clean model");
+                var observer = new Observer(name, linear, profiler.Activations)
+                {
+                    WeightMax = profiler.Weights.AddTensor(linear.weight!),
+                };
+                replace(observer);
+                profiler._observers.Add(observer);
+                profiler._restore.Add(() => replace(linear));
+            }
+        }
+        catch
+        {
+            profiler.Dispose();
+            throw;
+        }
+        if (profiler._observers.Count == 0)
+        {
+            profiler.Dispose();
+            throw new BfloraInputException(
+                $"[bitflip] skip_patterns [{string.Join(", ", skipPatterns)}] leave no Linear layer to profile");
+        }
+        return profiler;
+    }
+
+    public void Dispose()
+    {
+        foreach (var restore in _restore) restore();
+        _restore.Clear();
+        foreach (var observer in _observers) observer.Dispose();
+    }
+
+    /// <summary>Stands in for one Linear: counts its input, then returns exactly the Linear's output.</summary>
+    private sealed class Observer : nn.Module<Tensor, Tensor>
+    {
+        // The Linear is reached through a delegate, not a Module-typed field: TorchSharp adopts Module fields as
+        // children and would dispose the model's own Linear (and its weight) with the observer.
+        private readonly Func<Tensor, Tensor> _inner;
+        private readonly MagnitudeHistogram _activations;
+
+        public Observer(string name, Linear inner, MagnitudeHistogram activations) : base($"ProfileObserver({name})")
+        {
+            Name = name;
+            _inner = inner.call;
+            _activations = activations;
+        }
+
+        public string Name { get; }
+
+        public ushort InputMax { get; private set; }
+
+        public ushort WeightMax { get; init; }
+
+        public override Tensor forward(Tensor input)
+        {
+            using (no_grad())
+                InputMax = Math.Max(InputMax, _activations.AddTensor(input));
+            return _inner(input);
+        }
+    }
+}

@@ -1,0 +1,89 @@
+using Bflora.Checkpoints;
+using Bflora.Config;
+using Bflora.Eval;
+using Bflora.Models;
+using static TorchSharp.torch;
+
+namespace Bflora.Lora;
+
+/// <summary>`bflora export`: an adapter folder copied as a checked PEFT folder, or merged into an HF-layout model.</summary>
+public static class AdapterExport
+{
+    /// <summary>Checks that <paramref name="folder"/> is a consistent PEFT LoRA adapter: every A has its B, ranks match r.</summary>
+    public static PeftAdapterConfig Validate(string folder)
+    {
+        var config = PeftAdapter.ReadConfig(folder);
+        var file = SafetensorsFile.Open(Path.Combine(folder, PeftAdapter.WeightsFile));
+        int pairs = 0;
+        foreach (var (key, a) in file.Tensors)
+        {
+            if (!key.EndsWith(".lora_A.weight", StringComparison.Ordinal)) continue;
+            string bKey = key[..^".lora_A.weight".Length] + ".lora_B.weight";
+            if (!file.Tensors.TryGetValue(bKey, out var b))
+                throw new BfloraInputException($"{folder}: '{key}' has no matching '{bKey}'");
+            if (a.Shape.Length != 2 || b.Shape.Length != 2 || a.Shape[0] != config.R || b.Shape[1] != config.R)
+                throw new BfloraInputException($"{folder}: '{key}' / '{bKey}' do not have rank r = {config.R}");
+            pairs++;
+        }
+        if (pairs == 0) throw new BfloraInputException($"{folder}: {PeftAdapter.WeightsFile} holds no LoRA weights");
+        return config;
+    }
+
+    /// <summary>Copies a validated adapter into <paramref name="outFolder"/> (created or replaced file by file).</summary>
+    public static void CopyAdapter(string adapterFolder, string outFolder)
+    {
+        Validate(adapterFolder);
+        Directory.CreateDirectory(outFolder);
+        foreach (var name in new[] { PeftAdapter.WeightsFile, PeftAdapter.ConfigFile })
+        {
+            string source = Path.Combine(adapterFolder, name);
+            AtomicFile.Write(Path.Combine(outFolder, name), stream =>
+            {
+                using var input = File.OpenRead(source);
+                input.CopyTo(stream);
+            });
+        }
+    }
+
+    /// <summary>
+    /// Loads the base model of <paramref name="config"/>, merges W + (α/r)·B·A in fp32 and rounds to bf16, and writes
+    /// an HF-layout model folder (plus the model folder's tokenizer files, if it has any).
+    /// </summary>
+    public static void WriteMerged(BfloraConfig config, string adapterFolder, string outFolder)
+    {
+        var adapter = Validate(adapterFolder);
+        var tokenizer = EvalRun.CreateTokenizer(config, out string? modelFolder);
+        var args = ModelBuilder.ResolveArgs(config, tokenizer.VocabSize, modelFolder);
+        using var model = ModelBuilder.Build(config, args, modelFolder);
+        var weights = PeftAdapter.ReadWeights(adapterFolder, args, ScalarType.Float32);
+        using var scope = NewDisposeScope();
+        try
+        {
+            var tensors = model.named_parameters()
+                .Where(p => !(p.name == "output.weight" && args.TieEmbeddings))
+                .ToDictionary(p => p.name, p => (Tensor)p.parameter.detach());
+            double scaling = adapter.LoraAlpha / adapter.R;
+            foreach (var (name, (a, b)) in weights)
+            {
+                string key = name + ".weight";
+                if (!tensors.TryGetValue(key, out var w))
+                    throw new BfloraInputException($"{adapterFolder}: the model has no weight '{key}' to merge into");
+                if (w.shape[0] != b.shape[0] || w.shape[1] != a.shape[1])
+                    throw new BfloraInputException($"{adapterFolder}: the adapter of '{name}' does not fit its weight " +
+                                                   $"[{string.Join(", ", w.shape)}]");
+                tensors[key] = w.to(ScalarType.Float32).add(b.matmul(a).mul(scaling)).to(ScalarType.BFloat16);
+            }
+            LlamaHfCheckpoint.Export(outFolder, tensors, args, tokenizer.BosId, tokenizer.EosId);
+        }
+        finally
+        {
+            foreach (var (a, b) in weights.Values) { a.Dispose(); b.Dispose(); }
+        }
+        if (modelFolder is null) return;
+        foreach (var name in new[] { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" })
+        {
+            string source = Path.Combine(modelFolder, name);
+            if (File.Exists(source)) File.Copy(source, Path.Combine(outFolder, name), overwrite: true);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Bflora.Checkpoints;
+using Bflora.Models.Llama3;
+using static TorchSharp.torch;
+
+namespace Bflora.Lora;
+
+/// <summary>The fields of a PEFT adapter_config.json that matter for loading.</summary>
+public sealed record PeftAdapterConfig(int R, double LoraAlpha, IReadOnlyList<string> TargetModules, string BaseModel);
+
+/// <summary>
+/// LoRA adapters in Hugging Face PEFT's folder format for LlamaForCausalLM: adapter_model.safetensors with keys
+/// <c>base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight</c> … and adapter_config.json. Inside, the model
+/// keeps torchtitan's q/k row order, so lora_B of wq/wk is permuted to HF order on export and back on import (A acts
+/// on the input side and needs no change).
+/// </summary>
+public static class PeftAdapter
+{
+    public const string WeightsFile = "adapter_model.safetensors";
+    public const string ConfigFile = "adapter_config.json";
+    private const string KeyPrefix = "base_model.model.";
+
+    /// <summary>Writes the adapter of every converted layer with r &gt; 0 into <paramref name="folder"/>.</summary>
+    public static void Save(string folder, ConvertedModel converted, ModelArgs args, double loraAlpha, string baseModel)
+    {
+        var layers = converted.Layers.Where(l => l.Layer.Rank > 0).ToList();
+        if (layers.Count == 0) throw new InvalidOperationException("the model has no LoRA layers to save");
+        using var scope = NewDisposeScope();
+        var tensors = new Dictionary<string, Tensor>();
+        var targets = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var (name, layer) in layers)
+        {
+            string module = HfModule(name);
+            targets.Add(module[(module.LastIndexOf('.') + 1)..]);
+            var b = layer.LoraB!.detach();
+            if (LlamaKeyMap.PermutedHeads(name + ".weight", args) is { } heads) b = LlamaKeyMap.TitanToHfRows(b, heads);
+            tensors[$"{KeyPrefix}{module}.lora_A.weight"] = layer.LoraA!.detach();
+            tensors[$"{KeyPrefix}{module}.lora_B.weight"] = b;
+        }
+        Directory.CreateDirectory(folder);
+        SafetensorsWriter.Write(Path.Combine(folder, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        var config = new JsonObject
+        {
+            ["peft_type"] = "LORA",
+            ["task_type"] = "CAUSAL_LM",
+            ["r"] = layers[0].Layer.Rank,
+            ["lora_alpha"] = loraAlpha,
+            ["lora_dropout"] = 0.0,
+            ["bias"] = "none",
+            ["fan_in_fan_out"] = false,
+            ["target_modules"] = new JsonArray(targets.Select(t => (JsonNode)t!).ToArray()),
+            ["base_model_name_or_path"] = baseModel,
+            ["inference_mode"] = true,
+        };
+        AtomicFile.WriteAllText(Path.Combine(folder, ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    public static PeftAdapterConfig ReadConfig(string folder)
+    {
+        string path = Path.Combine(folder, ConfigFile);
+        if (!File.Exists(path)) throw new BfloraInputException($"{folder} is not a PEFT adapter folder: no {ConfigFile}");
+        if (!File.Exists(Path.Combine(folder, WeightsFile)))
+            throw new BfloraInputException($"{folder} is not a PEFT adapter folder: no {WeightsFile}");
+        JsonNode? root;
+        try { root = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new BfloraInputException($"{path} is not valid JSON: {e.Message}"); }
+        if (root?["peft_type"]?.GetValue<string>() is not "LORA")
+            throw new BfloraInputException($"{path}: peft_type must be \"LORA\"");
+        int r = root["r"]?.GetValue<int>() ?? throw new BfloraInputException($"{path}: missing 'r'");
+        double alpha = root["lora_alpha"]?.GetValue<double>() ?? throw new BfloraInputException($"{path}: missing 'lora_alpha'");
+        if (r <= 0) throw new BfloraInputException($"{path}: r must be positive, got {r}");
+        var targets = root["target_modules"]?.AsArray().Select(n => n!.GetValue<string>()).ToList() ?? [];
+        return new PeftAdapterConfig(r, alpha, targets, root["base_model_name_or_path"]?.GetValue<string>() ?? "");
+    }
+
+    /// <summary>
+    /// The adapter's (A, B) per torchtitan layer name (e.g. <c>layers.0.attention.wq</c>), B already in torchtitan row
+    /// order, as tensors of <paramref name="dtype"/>. The caller disposes them.
+    /// </summary>
+    public static Dictionary<string, (Tensor A, Tensor B)> ReadWeights(string folder, ModelArgs args, ScalarType dtype)
+    {
+        var file = SafetensorsFile.Open(Path.Combine(folder, WeightsFile));
+        var result = new Dictionary<string, (Tensor A, Tensor B)>();
+        foreach (var key in file.Tensors.Keys.Where(k => k.EndsWith(".lora_A.weight", StringComparison.Ordinal)))
+        {
+            if (!key.StartsWith(KeyPrefix, StringComparison.Ordinal))
+                throw new BfloraInputException($"{folder}: '{key}' does not start with '{KeyPrefix}'");
+            string module = key[KeyPrefix.Length..^".lora_A.weight".Length];
+            string bKey = $"{KeyPrefix}{module}.lora_B.weight";
+            if (!file.Tensors.ContainsKey(bKey))
+                throw new BfloraInputException($"{folder}: '{key}' has no matching '{bKey}'");
+            string name = TitanModule(module, folder);
+            var a = file.Load(key, dtype);
+            var b = file.Load(bKey, dtype);
+            if (LlamaKeyMap.PermutedHeads(name + ".weight", args) is { } heads)
+            {
+                using var hfRows = b;
+                b = LlamaKeyMap.HfToTitanRows(hfRows, heads);
+            }
+            result[name] = (a, b);
+        }
+        if (result.Count == 0) throw new BfloraInputException($"{folder}: {WeightsFile} holds no lora_A weights");
+        return result;
+    }
+
+    /// <summary>Copies the adapter in <paramref name="folder"/> into the converted layers; every LoRA layer must be covered.</summary>
+    public static PeftAdapterConfig Load(string folder, ConvertedModel converted, ModelArgs args)
+    {
+        var config = ReadConfig(folder);
+        var loraLayers = converted.Layers.Where(l => l.Layer.Rank > 0).ToList();
+        var weights = ReadWeights(folder, args, loraLayers.Count > 0 ? loraLayers[0].Layer.LoraA!.dtype : ScalarType.BFloat16);
+        try
+        {
+            foreach (var extra in weights.Keys.Except(loraLayers.Select(l => l.Name)))
+                throw new BfloraInputException($"{folder}: the adapter has '{extra}', which is not a LoRA layer of this model");
+            using var noGrad = no_grad();
+            foreach (var (name, layer) in loraLayers)
+            {
+                if (!weights.TryGetValue(name, out var ab))
+                    throw new BfloraInputException($"{folder}: the adapter has no weights for '{name}'");
+                CopyChecked(layer.LoraA!, ab.A, name + ".lora_A", folder);
+                CopyChecked(layer.LoraB!, ab.B, name + ".lora_B", folder);
+            }
+            return config;
+        }
+        finally
+        {
+            foreach (var (a, b) in weights.Values) { a.Dispose(); b.Dispose(); }
+        }
+    }
+
+    /// <summary>HF module path (without <c>.weight</c>) of a torchtitan layer name.</summary>
+    public static string HfModule(string titanName)
+    {
+        string hf = LlamaKeyMap.TitanToHf(titanName + ".weight");
+        return hf[..^".weight".Length];
+    }
+
+    private static string TitanModule(string hfModule, string folder)
+    {
+        try
+        {
+            return LlamaKeyMap.HfToTitan(hfModule + ".weight") is { } titan
+                ? titan[..^".weight".Length]
+                : throw new BfloraInputException($"{folder}: '{hfModule}' cannot carry a LoRA adapter");
+        }
+        catch (ArgumentException e)
+        {
+            throw new BfloraInputException($"{folder}: {e.Message}");
+        }
+    }
+
+    private static void CopyChecked(Tensor target, Tensor value, string name, string folder)
+    {
+        if (!target.shape.SequenceEqual(value.shape))
+            throw new BfloraInputException($"{folder}: '{name}' has shape [{string.Join(", ", value.shape)}], " +
+                                           $"the model expects [{string.Join(", ", target.shape)}]");
+        target.copy_(value);
+    }
+}

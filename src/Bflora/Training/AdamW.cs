@@ -1,0 +1,66 @@
+using static TorchSharp.torch;
+
+namespace Bflora.Training;
+
+/// <summary>
+/// One tensor the optimizer updates: the master value and its two moments, all of the master dtype. A slot may be a
+/// whole parameter or (in a sharded run) a rank's shard of a flat buffer; AdamW only sees slots.
+/// </summary>
+public sealed class AdamWSlot(string name, Tensor master, Tensor expAvg, Tensor expAvgSq) : IDisposable
+{
+    public string Name { get; } = name;
+    public Tensor Master { get; } = master;
+    public Tensor ExpAvg { get; } = expAvg;
+    public Tensor ExpAvgSq { get; } = expAvgSq;
+
+    /// <summary>A slot starting from <paramref name="initial"/> (copied into <paramref name="dtype"/>) with zero moments.</summary>
+    public static AdamWSlot From(string name, Tensor initial, ScalarType dtype)
+    {
+        using var noGrad = no_grad();
+        var master = initial.detach().to(dtype, copy: true);
+        return new AdamWSlot(name, master, zeros_like(master), zeros_like(master));
+    }
+
+    public void Dispose()
+    {
+        Master.Dispose();
+        ExpAvg.Dispose();
+        ExpAvgSq.Dispose();
+    }
+}
+
+/// <summary>
+/// torch.optim.AdamW (single-tensor path): decoupled weight decay p ← p·(1 − lr·wd), then the Adam update with bias
+/// correction by the optimizer's own step count. Gradients arrive already reduced and clipped.
+/// </summary>
+public sealed class AdamW(double weightDecay, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
+{
+    public double WeightDecay { get; } = weightDecay;
+    public double Beta1 { get; } = beta1;
+    public double Beta2 { get; } = beta2;
+    public double Eps { get; } = eps;
+
+    /// <summary>Optimizer steps taken; the bias corrections use it (saved and restored with the checkpoint).</summary>
+    public long StepCount { get; set; }
+
+    /// <summary>Applies one step at rate <paramref name="lr"/>; grads[i] belongs to slots[i] (any dtype, same shape).</summary>
+    public void Step(IReadOnlyList<AdamWSlot> slots, IReadOnlyList<Tensor> grads, double lr)
+    {
+        if (slots.Count != grads.Count) throw new ArgumentException($"{slots.Count} slots but {grads.Count} gradients");
+        StepCount++;
+        double bc1 = 1 - Math.Pow(Beta1, StepCount);
+        double bc2Sqrt = Math.Sqrt(1 - Math.Pow(Beta2, StepCount));
+        using var noGrad = no_grad();
+        for (int i = 0; i < slots.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            var s = slots[i];
+            var g = grads[i].dtype == s.Master.dtype ? grads[i] : grads[i].to(s.Master.dtype);
+            if (WeightDecay != 0) s.Master.mul_(1 - lr * WeightDecay);
+            s.ExpAvg.mul_(Beta1).add_(g, alpha: 1 - Beta1);
+            s.ExpAvgSq.mul_(Beta2).addcmul_(g, g, value: 1 - Beta2);
+            var denom = s.ExpAvgSq.sqrt().div_(bc2Sqrt).add_(Eps);
+            s.Master.addcdiv_(s.ExpAvg, denom, value: -lr / bc1);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+using Bflora.Checkpoints;
+using Bflora.Data;
+using Bflora.Lora;
+using static TorchSharp.torch;
+
+namespace Bflora.Training;
+
+/// <summary>The JSON part of trainer_state/: everything but tensors needed to continue a run exactly.</summary>
+public sealed record TrainerState(
+    [property: JsonPropertyName("step")] long Step,
+    [property: JsonPropertyName("optimizer_steps")] long OptimizerSteps,
+    [property: JsonPropertyName("flip_step")] long FlipStep,
+    [property: JsonPropertyName("data_cursor")] WindowCursor DataCursor,
+    [property: JsonPropertyName("config_name")] string ConfigName,
+    [property: JsonPropertyName("world_size")] int WorldSize,
+    [property: JsonPropertyName("trainable")] string Trainable,
+    [property: JsonPropertyName("master_dtype")] string MasterDtype);
+
+/// <summary>
+/// Writes and finds checkpoints under OUT/checkpoints/step-N/. A checkpoint is assembled in a hidden temporary folder
+/// and renamed into place, so a folder named step-N is always complete. LoRA runs store a PEFT adapter, full runs an
+/// HF-layout model; both add trainer_state/ (masters and AdamW moments as safetensors, plus state.json).
+/// </summary>
+public static partial class Checkpointer
+{
+    public const string StateFolder = "trainer_state";
+    public const string StateJson = "state.json";
+    public const string OptimizerFile = "optimizer.safetensors";
+
+    [GeneratedRegex(@"^step-(\d+)$")]
+    private static partial Regex StepFolder();
+
+    public static string Root(string outputFolder) => Path.Combine(outputFolder, "checkpoints");
+
+    /// <summary>Saves the session after its last completed step; returns the checkpoint folder.</summary>
+    public static string Save(string outputFolder, TrainingSession session)
+    {
+        string root = Root(outputFolder);
+        Directory.CreateDirectory(root);
+        string final = Path.Combine(root, $"step-{session.CompletedSteps}");
+        string temp = Path.Combine(root, $".step-{session.CompletedSteps}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            Directory.CreateDirectory(temp);
+            WriteModel(temp, session);
+            WriteState(Path.Combine(temp, StateFolder), session);
+            if (Directory.Exists(final))
+            {
+                // A rerun into the same folder replaces its old checkpoint; move it aside first so the swap is short.
+                string old = final + $".{Guid.NewGuid():N}.old";
+                Directory.Move(final, old);
+                Directory.Move(temp, final);
+                Directory.Delete(old, recursive: true);
+            }
+            else
+            {
+                Directory.Move(temp, final);
+            }
+            return final;
+        }
+        finally
+        {
+            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+        }
+    }
+
+    private static void WriteModel(string folder, TrainingSession session)
+    {
+        var config = session.Config;
+        if (!session.FullTraining)
+        {
+            PeftAdapter.Save(folder, session.Converted, session.Args, config.Lora.LoraAlpha,
+                config.Model.HfModelPath ?? config.Model.Flavor ?? config.Name);
+            return;
+        }
+        var tensors = new Dictionary<string, Tensor>();
+        foreach (var (name, p) in session.Model.named_parameters())
+        {
+            // Tied heads are written once, under the embedding's name, as HF does for tied Llama models.
+            if (name == "output.weight" && session.Args.TieEmbeddings) continue;
+            tensors[name] = p.detach();
+        }
+        LlamaHfCheckpoint.Export(folder, tensors, session.Args, session.Tokenizer.BosId, session.Tokenizer.EosId);
+    }
+
+    private static void WriteState(string folder, TrainingSession session)
+    {
+        Directory.CreateDirectory(folder);
+        var tensors = new Dictionary<string, Tensor>();
+        foreach (var slot in session.Slots)
+        {
+            tensors[$"{slot.Name}/master"] = slot.Master;
+            tensors[$"{slot.Name}/exp_avg"] = slot.ExpAvg;
+            tensors[$"{slot.Name}/exp_avg_sq"] = slot.ExpAvgSq;
+        }
+        SafetensorsWriter.Write(Path.Combine(folder, OptimizerFile), tensors);
+        var state = new TrainerState(session.CompletedSteps, session.Optimizer.StepCount, session.Converted.Step.Value,
+            session.DataCursor, session.Config.Name, session.Layout.World, session.Config.Training.Trainable,
+            session.Config.Training.MasterDtype);
+        AtomicFile.WriteAllText(Path.Combine(folder, StateJson),
+            JsonSerializer.Serialize(state, new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>The complete checkpoint with the most steps, or null if there is none.</summary>
+    public static string? Newest(string outputFolder)
+    {
+        string root = Root(outputFolder);
+        if (!Directory.Exists(root)) return null;
+        return Directory.GetDirectories(root)
+            .Select(d => (Dir: d, Match: StepFolder().Match(Path.GetFileName(d))))
+            .Where(x => x.Match.Success && File.Exists(Path.Combine(x.Dir, StateFolder, StateJson)))
+            .OrderByDescending(x => long.Parse(x.Match.Groups[1].Value))
+            .Select(x => x.Dir)
+            .FirstOrDefault();
+    }
+
+    /// <summary>Restores <paramref name="session"/> from the checkpoint folder <paramref name="folder"/>.</summary>
+    public static TrainerState Load(string folder, TrainingSession session)
+    {
+        string stateDir = Path.Combine(folder, StateFolder);
+        TrainerState state;
+        try
+        {
+            state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(stateDir, StateJson)))
+                    ?? throw new InvalidDataException("empty");
+        }
+        catch (JsonException e)
+        {
+            throw new BfloraInputException($"{stateDir}/{StateJson} is not a valid trainer state: {e.Message}");
+        }
+        if (state.MasterDtype != session.Config.Training.MasterDtype)
+            throw new BfloraInputException(
+                $"the checkpoint keeps {state.MasterDtype} masters, the config says training.master_dtype = \"{session.Config.Training.MasterDtype}\"");
+        var file = SafetensorsFile.Open(Path.Combine(stateDir, OptimizerFile));
+        var dtype = TrainingSession.MasterDtype(state.MasterDtype);
+        using var scope = NewDisposeScope();
+        var tensors = new Dictionary<string, (Tensor, Tensor, Tensor)>();
+        foreach (var slot in session.Slots)
+        {
+            string key = $"{slot.Name}/master";
+            if (!file.Tensors.ContainsKey(key)) continue;
+            tensors[slot.Name] = (file.Load(key, dtype), file.Load($"{slot.Name}/exp_avg", dtype),
+                file.Load($"{slot.Name}/exp_avg_sq", dtype));
+        }
+        session.Restore(state, tensors);
+        return state;
+    }
+}

@@ -1,0 +1,216 @@
+using System.Diagnostics;
+using Bflora.Config;
+using Bflora.Data;
+using Bflora.Eval;
+using Bflora.Lora;
+using Bflora.Models;
+using Bflora.Models.Llama3;
+using Parameter = TorchSharp.Modules.Parameter;
+using Transformer = Bflora.Models.Llama3.Transformer;
+using static TorchSharp.torch;
+
+namespace Bflora.Training;
+
+/// <summary>What one optimizer step did.</summary>
+public sealed record StepResult(long Step, double Loss, double Lr, double GradNorm, long Tokens, double Seconds);
+
+/// <summary>
+/// Everything one training run holds: the converted model, its trainable parameters with their master copies and
+/// AdamW state, the window stream and the step count. <see cref="Step"/> runs one optimizer step of SEMANTICS.md §5
+/// (with the deliberate differences of DESIGN.md: fp32 masters, gradients averaged over the global batch).
+/// </summary>
+public sealed class TrainingSession : IDisposable
+{
+    private readonly IGradientSync _sync;
+    private readonly TextSource _source;
+    private readonly WindowSplit? _split;
+    private WindowReader _reader;
+
+    public BfloraConfig Config { get; }
+    public ITokenizer Tokenizer { get; }
+    public ModelArgs Args { get; }
+    public Transformer Model { get; }
+    public ConvertedModel Converted { get; }
+    public BatchLayout Layout { get; }
+    public AdamW Optimizer { get; }
+
+    /// <summary>Trainable parameters by name, each with its master slot (same order).</summary>
+    public IReadOnlyList<(string Name, Parameter Param)> Trainable { get; }
+    public IReadOnlyList<AdamWSlot> Slots { get; }
+
+    /// <summary>Optimizer steps completed (the k of the last step).</summary>
+    public long CompletedSteps { get; private set; }
+
+    public bool FullTraining => Config.Training.Trainable == "full";
+
+    public WindowCursor DataCursor => _reader.Cursor;
+
+    private TrainingSession(BfloraConfig config, ITokenizer tokenizer, ModelArgs args, Transformer model,
+        ConvertedModel converted, IGradientSync sync, TextSource source, WindowSplit? split)
+    {
+        Config = config;
+        Tokenizer = tokenizer;
+        Args = args;
+        Model = model;
+        Converted = converted;
+        _sync = sync;
+        _source = source;
+        _split = split;
+        _reader = OpenReader(null);
+        Layout = new BatchLayout(config.Training.LocalBatchSize, config.Training.GradientAccumulationSteps, sync.WorldSize);
+        Optimizer = new AdamW(config.Training.WeightDecay);
+        Trainable = SelectTrainable(model, FullTraining);
+        var dtype = MasterDtype(config.Training.MasterDtype);
+        Slots = Trainable.Select(t => AdamWSlot.From(t.Name, t.Param, dtype)).ToList();
+    }
+
+    /// <summary>
+    /// Builds the model per config, converts its Linears (LoRA r from [lora] in "lora" mode, r = 0 in "full" mode; flips
+    /// from [bitflip]) and opens the data: the whole stream, cycling, or with <paramref name="trainSplitOnly"/> only
+    /// the training part of the held-out split.
+    /// </summary>
+    public static TrainingSession Open(BfloraConfig config, bool trainSplitOnly = false, IGradientSync? sync = null)
+    {
+        sync ??= SingleProcessSync.Instance;
+        var t = config.Training;
+        MasterDtype(t.MasterDtype);
+        if (t.Device != "cpu") throw new BfloraInputException($"training.device \"{t.Device}\" is not supported by this build; use \"cpu\"");
+        if (t.Trainable == "lora" && config.Lora.R <= 0) throw new BfloraInputException("lora.r must be positive for LoRA training");
+        if (config.Parallelism.FsdpDegree != sync.WorldSize)
+            throw new BfloraInputException(
+                $"parallelism.fsdp_degree is {config.Parallelism.FsdpDegree} but the world size is {sync.WorldSize}");
+
+        var tokenizer = EvalRun.CreateTokenizer(config, out string? modelFolder);
+        var args = ModelBuilder.ResolveArgs(config, tokenizer.VocabSize, modelFolder);
+        var source = new TextSource(DataLocator.Resolve(config.Data.Path), config.Data.TextField);
+        var split = trainSplitOnly ? WindowSplit.Compute(source, tokenizer, t.SeqLen) : null;
+        var model = ModelBuilder.Build(config, args, modelFolder);
+        try
+        {
+            int r = t.Trainable == "lora" ? config.Lora.R : 0;
+            var converted = BitFlipConverter.Convert(model, new ConversionOptions(
+                config.Bitflip.ToFlipSettings(), r, config.Lora.LoraAlpha, config.Bitflip.SkipPatterns, t.Seed));
+            model.train();
+            return new TrainingSession(config, tokenizer, args, model, converted, sync, source, split);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    public static ScalarType MasterDtype(string name) => name switch
+    {
+        "float32" => ScalarType.Float32,
+        "bfloat16" => ScalarType.BFloat16,
+        _ => throw new BfloraInputException($"training.master_dtype must be \"float32\" or \"bfloat16\", got \"{name}\""),
+    };
+
+    /// <summary>
+    /// LoRA mode: exactly the lora_A/lora_B parameters. Full mode: every parameter, the converted layers' frozen weights
+    /// included (the flip's straight-through backward carries their gradient). Tied tensors appear once.
+    /// </summary>
+    private static List<(string, Parameter)> SelectTrainable(Transformer model, bool full)
+    {
+        var seen = new HashSet<IntPtr>();
+        var result = new List<(string, Parameter)>();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            bool train = full || name.EndsWith(".lora_A", StringComparison.Ordinal) || name.EndsWith(".lora_B", StringComparison.Ordinal);
+            p.requires_grad = train;
+            if (train && seen.Add(p.Handle)) result.Add((name, p));
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// One optimizer step k = CompletedSteps + 1 of <paramref name="totalSteps"/>: accumulation micro-batches of forward,
+    /// bf16 cross-entropy / (accumulation · world), backward; then gradient reduction, clipping, AdamW at lr·f(k−1),
+    /// masters rounded into the bf16 parameters, and the flip step counter + 1.
+    /// </summary>
+    public StepResult Step(LrSchedule schedule)
+    {
+        var clock = Stopwatch.StartNew();
+        long k = CompletedSteps + 1;
+        var globalBatch = Batches.ReadGlobalBatch(_reader, Layout);
+        foreach (var (_, p) in Trainable) p.grad = null;
+        double lossSum = 0;
+        double divisor = Layout.Accumulation * Layout.World;
+        for (int micro = 0; micro < Layout.Accumulation; micro++)
+        {
+            using var scope = NewDisposeScope();
+            var (inputs, labels) = Batches.MicroBatch(globalBatch, Layout, micro, _sync.Rank);
+            var logits = Model.call(inputs);
+            // Cross-entropy on the bf16 logits, as the original computes it.
+            var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), labels.view(-1));
+            loss.div(divisor).backward();
+            lossSum += loss.to(ScalarType.Float32).item<float>();
+        }
+
+        double lr = schedule.LrAt(k);
+        double norm;
+        using (var scope = NewDisposeScope())
+        {
+            var dtype = Slots.Count > 0 ? Slots[0].Master.dtype : ScalarType.Float32;
+            var grads = Trainable.Select(t => t.Param.grad is { } g ? g.to(dtype) : zeros_like(t.Param, dtype: dtype)).ToList();
+            _sync.AllReduceGradients(grads);
+            norm = GradientClipping.ClipInPlace(grads, Config.Training.MaxNorm);
+            Optimizer.Step(Slots, grads, lr);
+            CopyMastersToParameters();
+        }
+        foreach (var (_, p) in Trainable) p.grad = null;
+        Converted.Step.Value++;
+        CompletedSteps = k;
+        long tokens = (long)Layout.GlobalBatch * Config.Training.SeqLen;
+        return new StepResult(k, _sync.MeanOverRanks(lossSum / Layout.Accumulation), lr, norm, tokens,
+            clock.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>Rounds each master into its (bf16) parameter.</summary>
+    private void CopyMastersToParameters()
+    {
+        using var noGrad = no_grad();
+        for (int i = 0; i < Slots.Count; i++) Trainable[i].Param.copy_(Slots[i].Master);
+    }
+
+    /// <summary>Puts the session where a checkpoint left it: masters, moments, step counts, data cursor, flip step.</summary>
+    public void Restore(TrainerState state, IReadOnlyDictionary<string, (Tensor Master, Tensor ExpAvg, Tensor ExpAvgSq)> tensors)
+    {
+        if (state.WorldSize != _sync.WorldSize)
+            throw new BfloraInputException($"the checkpoint was written by {state.WorldSize} ranks, this run has {_sync.WorldSize}");
+        if (state.Trainable != Config.Training.Trainable)
+            throw new BfloraInputException($"the checkpoint trained \"{state.Trainable}\", the config says \"{Config.Training.Trainable}\"");
+        using (var noGrad = no_grad())
+        {
+            foreach (var slot in Slots)
+            {
+                if (!tensors.TryGetValue(slot.Name, out var saved))
+                    throw new BfloraInputException($"the checkpoint has no optimizer state for '{slot.Name}'");
+                if (!saved.Master.shape.SequenceEqual(slot.Master.shape))
+                    throw new BfloraInputException($"the checkpoint's '{slot.Name}' has another shape than the model's (different lora.r?)");
+                slot.Master.copy_(saved.Master);
+                slot.ExpAvg.copy_(saved.ExpAvg);
+                slot.ExpAvgSq.copy_(saved.ExpAvgSq);
+            }
+        }
+        CopyMastersToParameters();
+        Optimizer.StepCount = state.OptimizerSteps;
+        CompletedSteps = state.Step;
+        Converted.Step.Value = state.FlipStep;
+        _reader.Dispose();
+        _reader = OpenReader(state.DataCursor);
+    }
+
+    private WindowReader OpenReader(WindowCursor? from) =>
+        _split is not null
+            ? _split.OpenTrain(_source, Tokenizer, Config.Training.SeqLen, from)
+            : new WindowReader(_source, Tokenizer, Config.Training.SeqLen, from, cycle: true);
+
+    public void Dispose()
+    {
+        _reader.Dispose();
+        foreach (var slot in Slots) slot.Dispose();
+        Model.Dispose();
+    }
+}

@@ -1,0 +1,65 @@
+using System.Text.Json.Nodes;
+using Bflora.Checkpoints;
+using Bflora.Lora;
+using Bflora.Tests.Checkpoints;
+using Bflora.Tests.Cli;
+using Xunit;
+
+namespace Bflora.Tests.Training;
+
+public class TrainCliTests
+{
+    private static readonly string Debug = RepoPaths.Of("configs", "debug.toml");
+
+    [Fact]
+    public void Train_writes_metrics_plot_and_checkpoints_then_eval_and_export_use_the_adapter()
+    {
+        using var dir = new TempFolder();
+        string output = Path.Combine(dir.Path, "run");
+        var r = CliRunner.Run(["train", "--config", Debug, "--steps", "4", "--out", output,
+            "--set", "training.log_freq=2", "--set", "training.save_freq=3", "--set", "training.seq_len=32"]);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Matches(@"Step 2/4 \| Loss: \d\.\d{4} \| LR: \d\.\d\de-\d\d \| Grad norm: \d+\.\d{3} \| Tokens/s: \d+ \| Elapsed: \d+\.\d\d", r.Stdout);
+        var rows = File.ReadAllLines(Path.Combine(output, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!).ToList();
+        Assert.Equal(new long[] { 2, 4 }, rows.Select(row => row["step"]!.GetValue<long>()));
+        Assert.True(new FileInfo(Path.Combine(output, "loss.png")).Length > 1000);
+        Assert.Equal(new[] { "step-3", "step-4" },
+            Directory.GetDirectories(Path.Combine(output, "checkpoints")).Select(Path.GetFileName).Order());
+
+        string adapter = Path.Combine(output, "checkpoints", "step-4");
+        var eval = CliRunner.Run(["eval", "--config", Debug, "--num-samples", "4", "--adapter", adapter, "--bitflip",
+            "--json", Path.Combine(dir.Path, "eval.json")]);
+        Assert.True(eval.ExitCode == 0, eval.Stderr);
+        Assert.Contains("LoRA r=4", eval.Stdout);
+        Assert.Equal("bitflip", JsonNode.Parse(File.ReadAllText(Path.Combine(dir.Path, "eval.json")))!["mode"]!.GetValue<string>());
+
+        string peft = Path.Combine(dir.Path, "peft"), merged = Path.Combine(dir.Path, "merged");
+        Assert.Equal(0, CliRunner.Run(["export", "--adapter", adapter, "--out", peft]).ExitCode);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(adapter, PeftAdapter.WeightsFile)),
+            File.ReadAllBytes(Path.Combine(peft, PeftAdapter.WeightsFile)));
+        var m = CliRunner.Run(["export", "--adapter", adapter, "--out", merged, "--merged", "--config", Debug]);
+        Assert.True(m.ExitCode == 0, m.Stderr);
+        Assert.Contains("model.layers.0.self_attn.q_proj.weight", HfCheckpoint.Open(merged).Tensors.Keys);
+    }
+
+    [Fact]
+    public void An_unwritable_output_folder_is_one_error_line_and_exit_2()
+    {
+        using var dir = new TempFolder();
+        string blocker = Path.Combine(dir.Path, "file");
+        File.WriteAllText(blocker, "not a folder");
+        var r = CliRunner.Run(["train", "--config", Debug, "--steps", "2", "--out", Path.Combine(blocker, "run")]);
+        Assert.Equal(2, r.ExitCode);
+        var line = Assert.Single(r.StderrLines);
+        Assert.StartsWith("error: cannot write to the output folder", line);
+    }
+
+    [Fact]
+    public void Export_of_a_folder_without_an_adapter_is_an_input_error()
+    {
+        using var dir = new TempFolder();
+        var r = CliRunner.Run(["export", "--adapter", dir.Path, "--out", Path.Combine(dir.Path, "out")]);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("not a PEFT adapter folder", Assert.Single(r.StderrLines));
+    }
+}

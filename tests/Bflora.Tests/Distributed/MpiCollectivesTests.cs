@@ -3,8 +3,9 @@ using Xunit;
 namespace Bflora.Tests.Distributed;
 
 /// <summary>
-/// MPI for real, 2 (or 3) ranks on this machine. One class, so xunit runs these one after another (2 cores are shared).
+/// MPI for real, 2 (or 3) ranks on this machine; the "mpi" collection runs these one after another (2 cores are shared).
 /// </summary>
+[Collection("mpi")]
 public class MpiCollectivesTests
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);

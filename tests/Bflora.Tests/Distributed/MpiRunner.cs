@@ -30,6 +30,9 @@ public static class MpiRunner
             start.ArgumentList.Add(a);
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
+        // Shared memory without CMA (process_vm_readv): containers without CAP_SYS_PTRACE refuse it and Open MPI then
+        // fails every large message; plain copy-in/copy-out works everywhere.
+        start.Environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none";
         start.Environment.Remove("BFLORA_DEBUG");
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;

@@ -62,8 +62,9 @@ if [[ "$(id -u)" == 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS
 # Build once here, not in every rank (the wrapper would serialise them on a lock anyway).
 "$root/bflora" --help >/dev/null
 
-# Environment the ranks on other nodes need too.
-forward=()
+# Environment the ranks on other nodes need too. TERM=dumb: mpirun gives ranks a pseudo-terminal, and .NET would
+# otherwise print a keypad escape sequence (ESC[?1h ESC=) into the output; under mpirun progress is plain lines anyway.
+forward=(-x TERM=dumb)
 for v in PATH HF_HOME BFLORA_DEBUG; do [[ -n "${!v:-}" ]] && forward+=(-x "$v"); done
 
 # --bind-to none: each rank runs cores ÷ ranks-per-node torch threads, which a one-core binding would squeeze.

@@ -22,13 +22,16 @@ public static class TrainCommand
             if (parse.GetValue(steps) is { } n) overrides.Add($"training.steps={n}");
             var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, overrides.ToArray());
             var options = new TrainOptions(parse.GetValue(output)?.FullName ?? cfg.OutputFolder, parse.GetValue(resume));
-            // A live progress bar only on an interactive terminal; redirected output (CI, logs) gets plain lines.
-            var result = Console.IsOutputRedirected
-                ? TrainRun.Execute(cfg, options, new PlainProgress(Console.Out))
-                : TerminalProgress.Run(0, cfg.Training.Steps, progress => TrainRun.Execute(cfg, options, progress));
+            var result = Run(cfg, options);
             Console.WriteLine($"Done: {result.Steps} steps, {result.TokensPerSecond:F0} tokens/s; last checkpoint {result.LastCheckpoint}");
             return ExitCodes.Ok;
         });
         return cmd;
     }
+
+    /// <summary>Trains with a live progress bar on an interactive terminal, plain lines when redirected (CI, logs).</summary>
+    public static TrainResult Run(Config.BfloraConfig config, TrainOptions options) =>
+        Console.IsOutputRedirected
+            ? TrainRun.Execute(config, options, new PlainProgress(Console.Out))
+            : TerminalProgress.Run(0, config.Training.Steps, progress => TrainRun.Execute(config, options, progress));
 }

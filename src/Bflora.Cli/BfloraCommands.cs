@@ -12,7 +12,7 @@ public static class BfloraCommands
             "bflora: bitflip-aware LoRA fine-tuning of Llama-3 models (random bit flips in the activations and " +
             "weights of every Linear layer; LoRA adapters learn to tolerate them).")
         {
-            Demo(), TrainCommand.Build(), EvalCommand.Build(), PlanCommand.Build(), Bench(), ExportCommand.Build(),
+            DemoCommand.Build(), TrainCommand.Build(), EvalCommand.Build(), PlanCommand.Build(), Bench(), ExportCommand.Build(),
             SelftestMpiCommand.Build(),
         };
         return root;
@@ -42,18 +42,6 @@ public static class BfloraCommands
     internal static void Warn(string message) => Console.Error.WriteLine($"warning: {message}");
 
     internal static Option<FileInfo> JsonOption() => new("--json") { Description = "also write the result as JSON to this file" };
-
-    private static Command Demo()
-    {
-        var cmd = new Command("demo",
-            "The whole story on the bundled corpus: pretrain a small Llama-3-architecture model, eval clean, eval with " +
-            "bit flips, bitflip-aware LoRA fine-tune, eval again; prints the table and writes results.json, loss.png")
-        {
-            new Option<DirectoryInfo>("--out") { Description = "output folder (default runs/demo)" },
-            new Option<bool>("--quick") { Description = "the same path, small (about a minute)" },
-        };
-        return NotBuilt(cmd, "issue #5 (training, evaluation and the demo)");
-    }
 
     private static Command Bench()
     {

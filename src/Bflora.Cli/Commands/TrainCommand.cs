@@ -1,5 +1,4 @@
 using System.CommandLine;
-using Bflora.Distributed;
 using Bflora.Training;
 
 namespace Bflora.Cli.Commands;
@@ -22,17 +21,17 @@ public static class TrainCommand
             var overrides = (parse.GetValue(set) ?? []).ToList();
             if (parse.GetValue(steps) is { } n) overrides.Add($"training.steps={n}");
             var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, overrides.ToArray());
-            // World size vs fsdp_degree (one error line, exit 2 on every rank), then MPI and torch threads.
-            var sync = new CollectivesGradientSync(DistributedRuntime.Start(cfg.Parallelism.FsdpDegree));
             var options = new TrainOptions(parse.GetValue(output)?.FullName ?? cfg.OutputFolder, parse.GetValue(resume));
-            // A live progress bar only on an interactive terminal; redirected output (CI, logs) and mpirun's forwarded
-            // output get plain lines.
-            var result = Console.IsOutputRedirected || LaunchInfo.Current.UnderMpirun
-                ? TrainRun.Execute(cfg, options, new PlainProgress(Console.Out), sync)
-                : TerminalProgress.Run(0, cfg.Training.Steps, progress => TrainRun.Execute(cfg, options, progress, sync));
-            if (sync.Rank == 0) Console.WriteLine($"Done: {result.Steps} steps, {result.TokensPerSecond:F0} tokens/s; last checkpoint {result.LastCheckpoint}");
+            var result = Run(cfg, options);
+            Console.WriteLine($"Done: {result.Steps} steps, {result.TokensPerSecond:F0} tokens/s; last checkpoint {result.LastCheckpoint}");
             return ExitCodes.Ok;
         });
         return cmd;
     }
+
+    /// <summary>Trains with a live progress bar on an interactive terminal, plain lines when redirected (CI, logs).</summary>
+    public static TrainResult Run(Config.BfloraConfig config, TrainOptions options) =>
+        Console.IsOutputRedirected
+            ? TrainRun.Execute(config, options, new PlainProgress(Console.Out))
+            : TerminalProgress.Run(0, config.Training.Steps, progress => TrainRun.Execute(config, options, progress));
 }

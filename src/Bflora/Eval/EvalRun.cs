@@ -9,7 +9,9 @@ namespace Bflora.Eval;
 
 /// <summary>What `bflora eval` was asked for.</summary>
 /// <param name="Adapter">A PEFT adapter folder to apply (with flips only if <paramref name="Bitflip"/> is set).</param>
-public sealed record EvalRequest(int NumSamples = 256, bool Bitflip = false, long? BitflipSeed = null, string? Adapter = null);
+/// <param name="Split">The seed's first windows of the data, or the held-out split (the demo).</param>
+public sealed record EvalRequest(int NumSamples = 256, bool Bitflip = false, long? BitflipSeed = null, string? Adapter = null,
+    EvalSplit Split = EvalSplit.Head);
 
 /// <summary>The eval command's whole path: config → tokenizer → model → windows → <see cref="Evaluator"/> → table.</summary>
 public static class EvalRun
@@ -17,8 +19,7 @@ public static class EvalRun
     public static EvalResult Execute(BfloraConfig config, EvalRequest request, TextWriter output, Action<string> warn)
     {
         if (request.NumSamples <= 0) throw new BfloraInputException("--num-samples must be positive");
-        var tokenizer = CreateTokenizer(config, out string? modelFolder);
-        var args = ModelBuilder.ResolveArgs(config, tokenizer.VocabSize, modelFolder);
+        var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
         using var model = ModelBuilder.Build(config, args, modelFolder);
         string condition = "no bitflip, no LoRA (clean baseline)";
         if (request.Bitflip || request.Adapter is not null)
@@ -36,25 +37,11 @@ public static class EvalRun
                   $"x_p_exp={flips.XPExp:G4} x_p_frac={flips.XPFrac:G4} seed={flips.BaseSeed} | {converted.Layers.Count} layers"
                 : $"no bitflip, {lora}";
         }
-        var source = new TextSource(DataLocator.Resolve(config.Data.Path), config.Data.TextField);
-        using var windows = new WindowReader(source, tokenizer, config.Training.SeqLen);
+        using var windows = EvalWindows.Open(config, tokenizer, request.Split);
         var result = Evaluator.Run(model, windows, request.NumSamples, config.Training.LocalBatchSize,
             request.Bitflip ? "bitflip" : "clean", warn);
         PrintTable(output, config, result, condition);
         return result;
-    }
-
-    /// <summary>The tokenizer of [model]: bytes, or Llama-3 from the model folder (or the bundled tokenizer.json).</summary>
-    public static ITokenizer CreateTokenizer(BfloraConfig config, out string? modelFolder)
-    {
-        modelFolder = ModelBuilder.ModelFolder(config);
-        if (config.Model.Tokenizer == "byte") return Tokenizers.Create("byte", null);
-        string? json = modelFolder is not null && File.Exists(Path.Combine(modelFolder, "tokenizer.json"))
-            ? Path.Combine(modelFolder, "tokenizer.json")
-            : null;
-        if (json is null && config.Model.Init == "pretrained")
-            throw new BfloraInputException($"model folder {modelFolder} has no tokenizer.json");
-        return Tokenizers.Create("llama3", json ?? BundledFiles.Llama3Tokenizer);
     }
 
     public static void PrintTable(TextWriter output, BfloraConfig config, EvalResult result, string condition)

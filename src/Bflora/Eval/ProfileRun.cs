@@ -66,14 +66,13 @@ public sealed record ProfileResult(
 /// <summary>`bflora eval --profile`: the seed's profile mode on the clean model (no flips, no LoRA).</summary>
 public static class ProfileRun
 {
-    public static ProfileResult Execute(BfloraConfig config, int numSamples, TextWriter output, Action<string> warn)
+    public static ProfileResult Execute(BfloraConfig config, int numSamples, TextWriter output, Action<string> warn,
+        EvalSplit split = EvalSplit.Head)
     {
         if (numSamples <= 0) throw new BfloraInputException("--num-samples must be positive");
-        var tokenizer = EvalRun.CreateTokenizer(config, out string? modelFolder);
-        var args = ModelBuilder.ResolveArgs(config, tokenizer.VocabSize, modelFolder);
+        var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
         using var model = ModelBuilder.Build(config, args, modelFolder);
-        var source = new TextSource(DataLocator.Resolve(config.Data.Path), config.Data.TextField);
-        using var windows = new WindowReader(source, tokenizer, config.Training.SeqLen);
+        using var windows = EvalWindows.Open(config, tokenizer, split);
         EvalResult eval;
         ProfileResult result;
         using (var profiler = Profiler.Attach(model, config.Bitflip.SkipPatterns))

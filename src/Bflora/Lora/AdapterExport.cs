@@ -52,8 +52,7 @@ public static class AdapterExport
     public static void WriteMerged(BfloraConfig config, string adapterFolder, string outFolder)
     {
         var adapter = Validate(adapterFolder);
-        var tokenizer = EvalRun.CreateTokenizer(config, out string? modelFolder);
-        var args = ModelBuilder.ResolveArgs(config, tokenizer.VocabSize, modelFolder);
+        var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
         using var model = ModelBuilder.Build(config, args, modelFolder);
         var weights = PeftAdapter.ReadWeights(adapterFolder, args, ScalarType.Float32);
         using var scope = NewDisposeScope();

@@ -1,5 +1,6 @@
 using Bflora.Checkpoints;
 using Bflora.Config;
+using Bflora.Data;
 using Bflora.Models.Llama3;
 using static TorchSharp.torch;
 
@@ -10,8 +11,31 @@ namespace Bflora.Models;
 /// config.json (checked against each other), built on the meta device, then filled one parameter at a time from the
 /// safetensors files or from the seeded random init.
 /// </summary>
+/// <summary>What a config's [model] section resolves to before anything is allocated.</summary>
+public sealed record ModelSpec(ITokenizer Tokenizer, ModelArgs Args, string? Folder);
+
 public static class ModelBuilder
 {
+    /// <summary>The tokenizer, the dimensions and the local model folder (if any) of <paramref name="config"/>.</summary>
+    public static ModelSpec Resolve(BfloraConfig config)
+    {
+        var tokenizer = CreateTokenizer(config, out string? folder);
+        return new ModelSpec(tokenizer, ResolveArgs(config, tokenizer.VocabSize, folder), folder);
+    }
+
+    /// <summary>The tokenizer of [model]: bytes, or Llama-3 from the model folder (or the bundled tokenizer.json).</summary>
+    public static ITokenizer CreateTokenizer(BfloraConfig config, out string? modelFolder)
+    {
+        modelFolder = ModelFolder(config);
+        if (config.Model.Tokenizer == "byte") return Tokenizers.Create("byte", null);
+        string? json = modelFolder is not null && File.Exists(Path.Combine(modelFolder, "tokenizer.json"))
+            ? Path.Combine(modelFolder, "tokenizer.json")
+            : null;
+        if (json is null && config.Model.Init == "pretrained")
+            throw new BfloraInputException($"model folder {modelFolder} has no tokenizer.json");
+        return Tokenizers.Create("llama3", json ?? BundledFiles.Llama3Tokenizer);
+    }
+
     /// <summary>The local folder of <c>hf_model_path</c> (hub ids resolve through the HF cache), or null if none is set.</summary>
     public static string? ModelFolder(BfloraConfig config) =>
         config.Model.HfModelPath is { } path ? HfHub.ResolveModel(path) : null;

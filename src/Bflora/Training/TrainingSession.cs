@@ -80,9 +80,8 @@ public sealed class TrainingSession : IDisposable
             throw new BfloraInputException(
                 $"parallelism.fsdp_degree is {config.Parallelism.FsdpDegree} but the world size is {sync.WorldSize}");
 
-        var tokenizer = EvalRun.CreateTokenizer(config, out string? modelFolder);
-        var args = ModelBuilder.ResolveArgs(config, tokenizer.VocabSize, modelFolder);
-        var source = new TextSource(DataLocator.Resolve(config.Data.Path), config.Data.TextField);
+        var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
+        var source = DataSources.Open(config);
         var split = trainSplitOnly ? WindowSplit.Compute(source, tokenizer, t.SeqLen) : null;
         var model = ModelBuilder.Build(config, args, modelFolder);
         try

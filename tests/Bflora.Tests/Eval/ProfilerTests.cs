@@ -18,13 +18,13 @@ public sealed class ProfilerTests
 
     private static Transformer DebugModel()
     {
-        var tokenizer = EvalRun.CreateTokenizer(Config, out string? folder);
-        return ModelBuilder.Build(Config, ModelBuilder.ResolveArgs(Config, tokenizer.VocabSize, folder), folder);
+        var spec = ModelBuilder.Resolve(Config);
+        return ModelBuilder.Build(Config, spec.Args, spec.Folder);
     }
 
     private static EvalResult Evaluate(Transformer model, int windows)
     {
-        var tokenizer = EvalRun.CreateTokenizer(Config, out _);
+        var tokenizer = ModelBuilder.CreateTokenizer(Config, out _);
         using var reader = new WindowReader(new TextSource(RepoPaths.Of("data", "corpus")), tokenizer, Config.Training.SeqLen);
         return Evaluator.Run(model, reader, windows, Config.Training.LocalBatchSize, "clean");
     }

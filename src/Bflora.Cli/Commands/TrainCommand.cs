@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Bflora.Distributed;
 using Bflora.Training;
 
 namespace Bflora.Cli.Commands;
@@ -23,15 +24,22 @@ public static class TrainCommand
             var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, overrides.ToArray());
             var options = new TrainOptions(parse.GetValue(output)?.FullName ?? cfg.OutputFolder, parse.GetValue(resume));
             var result = Run(cfg, options);
-            Console.WriteLine($"Done: {result.Steps} steps, {result.TokensPerSecond:F0} tokens/s; last checkpoint {result.LastCheckpoint}");
+            if (LaunchInfo.Current.Rank == 0) Console.WriteLine($"Done: {result.Steps} steps, {result.TokensPerSecond:F0} tokens/s; last checkpoint {result.LastCheckpoint}");
             return ExitCodes.Ok;
         });
         return cmd;
     }
 
-    /// <summary>Trains with a live progress bar on an interactive terminal, plain lines when redirected (CI, logs).</summary>
-    public static TrainResult Run(Config.BfloraConfig config, TrainOptions options) =>
-        Console.IsOutputRedirected
-            ? TrainRun.Execute(config, options, new PlainProgress(Console.Out))
-            : TerminalProgress.Run(0, config.Training.Steps, progress => TrainRun.Execute(config, options, progress));
+    /// <summary>
+    /// Trains on this process's rank: first the world size against parallelism.fsdp_degree (one error line, exit 2 on
+    /// every rank), then MPI and torch threads (DistributedRuntime), then the loop with gradients summed over ranks.
+    /// A live progress bar on an interactive terminal; plain lines when redirected (CI, logs) or forwarded by mpirun.
+    /// </summary>
+    public static TrainResult Run(Config.BfloraConfig config, TrainOptions options)
+    {
+        var sync = new CollectivesGradientSync(DistributedRuntime.Start(config.Parallelism.FsdpDegree));
+        return Console.IsOutputRedirected || LaunchInfo.Current.UnderMpirun
+            ? TrainRun.Execute(config, options, new PlainProgress(Console.Out), sync)
+            : TerminalProgress.Run(0, config.Training.Steps, progress => TrainRun.Execute(config, options, progress, sync));
+    }
 }

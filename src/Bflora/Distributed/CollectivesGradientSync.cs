@@ -11,6 +11,9 @@ namespace Bflora.Distributed;
 /// </summary>
 public sealed class CollectivesGradientSync(ICollectives collectives) : IGradientSync
 {
+    /// <summary>The collectives themselves, for the sharded (FSDP) trainer at world size &gt; 1.</summary>
+    public ICollectives Collectives => collectives;
+
     public int WorldSize => collectives.WorldSize;
     public int Rank => collectives.Rank;
 

@@ -91,14 +91,17 @@ public sealed unsafe class MpiCollectives : ICollectives
 
     private Tensor? _scratchA, _scratchB;
 
-    /// <summary>Two fp32 buffers of at least <paramref name="n"/> elements, kept between calls and grown when needed.</summary>
+    /// <summary>
+    /// Two fp32 buffers of at least <paramref name="n"/> elements, kept between calls and grown when needed. They are
+    /// detached from any caller's DisposeScope: a trainer calling inside a scope must not free them at its scope's end.
+    /// </summary>
     private void EnsureScratch(long n)
     {
         if (_scratchA is not null && _scratchA.numel() >= n) return;
         _scratchA?.Dispose();
         _scratchB?.Dispose();
-        _scratchA = empty(n, ScalarType.Float32);
-        _scratchB = empty(n, ScalarType.Float32);
+        _scratchA = empty(n, ScalarType.Float32).DetachFromDisposeScope();
+        _scratchB = empty(n, ScalarType.Float32).DetachFromDisposeScope();
     }
 
     private int Mod(int i) => ((i % WorldSize) + WorldSize) % WorldSize;

@@ -26,16 +26,26 @@ public static class PeftAdapter
     {
         var layers = converted.Layers.Where(l => l.Layer.Rank > 0).ToList();
         if (layers.Count == 0) throw new InvalidOperationException("the model has no LoRA layers to save");
+        Save(folder, layers.Select(l => (l.Name, (Tensor)l.Layer.LoraA!, (Tensor)l.Layer.LoraB!)).ToList(), args, loraAlpha, baseModel);
+    }
+
+    /// <summary>
+    /// Writes adapters given as (torchtitan layer name, A, B) — e.g. gathered from the shards of a distributed run.
+    /// </summary>
+    public static void Save(string folder, IReadOnlyList<(string Name, Tensor A, Tensor B)> layers, ModelArgs args,
+        double loraAlpha, string baseModel)
+    {
+        if (layers.Count == 0) throw new InvalidOperationException("the model has no LoRA layers to save");
         using var scope = NewDisposeScope();
         var tensors = new Dictionary<string, Tensor>();
         var targets = new SortedSet<string>(StringComparer.Ordinal);
-        foreach (var (name, layer) in layers)
+        foreach (var (name, a, bWeight) in layers)
         {
             string module = HfModule(name);
             targets.Add(module[(module.LastIndexOf('.') + 1)..]);
-            var b = layer.LoraB!.detach();
+            var b = bWeight.detach();
             if (LlamaKeyMap.PermutedHeads(name + ".weight", args) is { } heads) b = LlamaKeyMap.TitanToHfRows(b, heads);
-            tensors[$"{KeyPrefix}{module}.lora_A.weight"] = layer.LoraA!.detach();
+            tensors[$"{KeyPrefix}{module}.lora_A.weight"] = a.detach();
             tensors[$"{KeyPrefix}{module}.lora_B.weight"] = b;
         }
         Directory.CreateDirectory(folder);
@@ -44,7 +54,7 @@ public static class PeftAdapter
         {
             ["peft_type"] = "LORA",
             ["task_type"] = "CAUSAL_LM",
-            ["r"] = layers[0].Layer.Rank,
+            ["r"] = layers[0].A.shape[0],
             ["lora_alpha"] = loraAlpha,
             ["lora_dropout"] = 0.0,
             ["bias"] = "none",

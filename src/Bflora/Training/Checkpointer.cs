@@ -35,18 +35,40 @@ public static partial class Checkpointer
 
     public static string Root(string outputFolder) => Path.Combine(outputFolder, "checkpoints");
 
-    /// <summary>Saves the session after its last completed step; returns the checkpoint folder.</summary>
+    /// <summary>The optimizer file of one rank: the plain name at world 1, one file per rank (its shards) above.</summary>
+    public static string OptimizerFileOf(int rank, int world) => world == 1 ? OptimizerFile : $"optimizer-rank{rank}-of-{world}.safetensors";
+
+    /// <summary>
+    /// Saves the session after its last completed step; returns the checkpoint folder. Sharded: every rank calls it;
+    /// rank 0 owns the folder (a temporary name all ranks know), the adapter is gathered to rank 0, each rank writes
+    /// its own optimizer shards, and barriers order creation, writing and the final rename.
+    /// </summary>
     public static string Save(string outputFolder, TrainingSession session)
     {
         string root = Root(outputFolder);
-        Directory.CreateDirectory(root);
+        var collectives = session.Fsdp?.Collectives;
+        bool lead = collectives is null || collectives.Rank == 0;
         string final = Path.Combine(root, $"step-{session.CompletedSteps}");
-        string temp = Path.Combine(root, $".step-{session.CompletedSteps}.{Guid.NewGuid():N}.tmp");
+        string temp = Path.Combine(root, collectives is null
+            ? $".step-{session.CompletedSteps}.{Guid.NewGuid():N}.tmp"
+            : $".step-{session.CompletedSteps}.sharded.tmp");
         try
         {
-            Directory.CreateDirectory(temp);
-            WriteModel(temp, session);
-            WriteState(Path.Combine(temp, StateFolder), session);
+            if (lead)
+            {
+                Directory.CreateDirectory(root);
+                if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+                Directory.CreateDirectory(Path.Combine(temp, StateFolder));
+            }
+            collectives?.Barrier();
+            WriteModel(temp, session, lead);
+            WriteState(Path.Combine(temp, StateFolder), session, lead);
+            collectives?.Barrier();
+            if (!lead)
+            {
+                collectives!.Barrier();
+                return final;
+            }
             if (Directory.Exists(final))
             {
                 // A rerun into the same folder replaces its old checkpoint; move it aside first so the swap is short.
@@ -59,17 +81,37 @@ public static partial class Checkpointer
             {
                 Directory.Move(temp, final);
             }
+            collectives?.Barrier();
             return final;
         }
         finally
         {
-            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+            if (lead && Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
         }
     }
 
-    private static void WriteModel(string folder, TrainingSession session)
+    private static void WriteModel(string folder, TrainingSession session, bool lead)
     {
         var config = session.Config;
+        if (session.Fsdp is { } fsdp)
+        {
+            var adapters = fsdp.GatherAdapters();
+            try
+            {
+                if (lead)
+                    PeftAdapter.Save(folder, adapters, session.Args, config.Lora.LoraAlpha,
+                        config.Model.HfModelPath ?? config.Model.Flavor ?? config.Name);
+            }
+            finally
+            {
+                foreach (var (_, a, b) in adapters)
+                {
+                    a.Dispose();
+                    b.Dispose();
+                }
+            }
+            return;
+        }
         if (!session.FullTraining)
         {
             PeftAdapter.Save(folder, session.Converted, session.Args, config.Lora.LoraAlpha,
@@ -86,9 +128,10 @@ public static partial class Checkpointer
         LlamaHfCheckpoint.Export(folder, tensors, session.Args, session.Tokenizer.BosId, session.Tokenizer.EosId);
     }
 
-    private static void WriteState(string folder, TrainingSession session)
+    private static void WriteState(string folder, TrainingSession session, bool lead)
     {
         Directory.CreateDirectory(folder);
+        int world = session.Layout.World, rank = session.Fsdp?.Collectives.Rank ?? 0;
         var tensors = new Dictionary<string, Tensor>();
         foreach (var slot in session.Slots)
         {
@@ -96,7 +139,8 @@ public static partial class Checkpointer
             tensors[$"{slot.Name}/exp_avg"] = slot.ExpAvg;
             tensors[$"{slot.Name}/exp_avg_sq"] = slot.ExpAvgSq;
         }
-        SafetensorsWriter.Write(Path.Combine(folder, OptimizerFile), tensors);
+        SafetensorsWriter.Write(Path.Combine(folder, OptimizerFileOf(rank, world)), tensors);
+        if (!lead) return;
         var state = new TrainerState(session.CompletedSteps, session.Optimizer.StepCount, session.Converted.Step.Value,
             session.DataCursor, session.Config.Name, session.Layout.World, session.Config.Training.Trainable,
             session.Config.Training.MasterDtype);
@@ -134,7 +178,13 @@ public static partial class Checkpointer
         if (state.MasterDtype != session.Config.Training.MasterDtype)
             throw new BfloraInputException(
                 $"the checkpoint keeps {state.MasterDtype} masters, the config says training.master_dtype = \"{session.Config.Training.MasterDtype}\"");
-        var file = SafetensorsFile.Open(Path.Combine(stateDir, OptimizerFile));
+        // Optimizer shards are per rank, laid out for the world that wrote them; resharding is not implemented.
+        if (state.WorldSize != session.Layout.World)
+            throw new BfloraInputException(
+                $"the checkpoint {folder} was written by {state.WorldSize} ranks, this run has {session.Layout.World}; " +
+                $"resume with parallelism.fsdp_degree = {state.WorldSize} (its optimizer state is sharded for that world size)");
+        int rank = session.Fsdp?.Collectives.Rank ?? 0;
+        var file = SafetensorsFile.Open(Path.Combine(stateDir, OptimizerFileOf(rank, state.WorldSize)));
         var dtype = TrainingSession.MasterDtype(state.MasterDtype);
         using var scope = NewDisposeScope();
         var tensors = new Dictionary<string, (Tensor, Tensor, Tensor)>();

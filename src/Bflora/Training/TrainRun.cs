@@ -109,6 +109,6 @@ public static class TrainRun
         long trainable = session.Trainable.Sum(t => t.Param.numel());
         string what = session.FullTraining ? "Trainable (full)" : "Trainable (LoRA)";
         return $"Replaced {session.Converted.Layers.Count} Linear layers | Total params: {total:N0} | " +
-               $"{what}: {trainable:N0} ({100.0 * trainable / total:F2}%)";
+               $"{what}: {trainable:N0} ({100.0 * trainable / total:F2}%) | Params per rank: {session.ParamBytesPerRank} bytes";
     }
 }

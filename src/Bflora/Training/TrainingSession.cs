@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Bflora.Config;
 using Bflora.Data;
+using Bflora.Distributed;
 using Bflora.Eval;
 using Bflora.Lora;
 using Bflora.Models;
@@ -34,6 +35,9 @@ public sealed class TrainingSession : IDisposable
     public BatchLayout Layout { get; }
     public AdamW Optimizer { get; }
 
+    /// <summary>The sharded model and its state at world size &gt; 1 (FSDP); null on the single-process path.</summary>
+    public FsdpModel? Fsdp { get; }
+
     /// <summary>Trainable parameters by name, each with its master slot (same order).</summary>
     public IReadOnlyList<(string Name, Parameter Param)> Trainable { get; }
     public IReadOnlyList<AdamWSlot> Slots { get; }
@@ -46,8 +50,9 @@ public sealed class TrainingSession : IDisposable
     public WindowCursor DataCursor => _reader.Cursor;
 
     private TrainingSession(BfloraConfig config, ITokenizer tokenizer, ModelArgs args, Transformer model,
-        ConvertedModel converted, IGradientSync sync, TextSource source, WindowSplit? split)
+        ConvertedModel converted, IGradientSync sync, TextSource source, WindowSplit? split, FsdpModel? fsdp)
     {
+        Fsdp = fsdp;
         Config = config;
         Tokenizer = tokenizer;
         Args = args;
@@ -61,8 +66,16 @@ public sealed class TrainingSession : IDisposable
         Optimizer = new AdamW(config.Training.WeightDecay);
         Trainable = SelectTrainable(model, FullTraining);
         var dtype = MasterDtype(config.Training.MasterDtype);
-        Slots = Trainable.Select(t => AdamWSlot.From(t.Name, t.Param, dtype)).ToList();
+        // Sharded: one slot per unit over this rank's shard of its flat LoRA buffer; else one per parameter.
+        Slots = fsdp?.Slots ?? Trainable.Select(t => AdamWSlot.From(t.Name, t.Param, dtype)).ToList();
     }
+
+    /// <summary>
+    /// Bytes of model parameters this process holds between steps: its bf16 shards under FSDP, else every (unique)
+    /// parameter. Gather buffers, masters and optimizer moments are not included.
+    /// </summary>
+    public long ParamBytesPerRank => Fsdp?.ParamBytesPerRank
+        ?? Model.parameters().DistinctBy(p => p.Handle).Sum(p => p.numel() * p.element_size());
 
     /// <summary>
     /// Builds the model per config, converts its Linears (LoRA r from [lora] in "lora" mode, r = 0 in "full" mode; flips
@@ -83,14 +96,30 @@ public sealed class TrainingSession : IDisposable
         var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
         var source = DataSources.Open(config);
         var split = trainSplitOnly ? WindowSplit.Compute(source, tokenizer, t.SeqLen) : null;
+        int r = t.Trainable == "lora" ? config.Lora.R : 0;
+        var options = new ConversionOptions(config.Bitflip.ToFlipSettings(), r, config.Lora.LoraAlpha, config.Bitflip.SkipPatterns, t.Seed);
+        if (sync.WorldSize > 1 && sync is CollectivesGradientSync { Collectives: var collectives })
+        {
+            if (t.Trainable == "full")
+                throw new BfloraInputException("training.trainable = \"full\" is not sharded yet; run it with parallelism.fsdp_degree = 1");
+            var fsdp = FsdpModel.Build(config, args, modelFolder, options, collectives, MasterDtype(t.MasterDtype));
+            try
+            {
+                fsdp.Model.train();
+                return new TrainingSession(config, tokenizer, args, fsdp.Model, fsdp.Converted, sync, source, split, fsdp);
+            }
+            catch
+            {
+                fsdp.Dispose();
+                throw;
+            }
+        }
         var model = ModelBuilder.Build(config, args, modelFolder);
         try
         {
-            int r = t.Trainable == "lora" ? config.Lora.R : 0;
-            var converted = BitFlipConverter.Convert(model, new ConversionOptions(
-                config.Bitflip.ToFlipSettings(), r, config.Lora.LoraAlpha, config.Bitflip.SkipPatterns, t.Seed));
+            var converted = BitFlipConverter.Convert(model, options);
             model.train();
-            return new TrainingSession(config, tokenizer, args, model, converted, sync, source, split);
+            return new TrainingSession(config, tokenizer, args, model, converted, sync, source, split, null);
         }
         catch
         {
@@ -130,6 +159,7 @@ public sealed class TrainingSession : IDisposable
     /// </summary>
     public StepResult Step(LrSchedule schedule)
     {
+        if (Fsdp is not null) return ShardedStep(schedule);
         var clock = Stopwatch.StartNew();
         long k = CompletedSteps + 1;
         var globalBatch = Batches.ReadGlobalBatch(_reader, Layout);
@@ -166,9 +196,45 @@ public sealed class TrainingSession : IDisposable
             clock.Elapsed.TotalSeconds);
     }
 
-    /// <summary>Rounds each master into its (bf16) parameter.</summary>
+    /// <summary>
+    /// <see cref="Step"/> under FSDP: each micro-batch's forward/backward (FsdpModel: gather, recompute,
+    /// reduce-scatter) leaves LoRA gradients in fp32 shards; clipping uses the global norm; AdamW updates this rank's
+    /// master shards, which are rounded into the bf16 shards the next gathers send.
+    /// </summary>
+    private StepResult ShardedStep(LrSchedule schedule)
+    {
+        var fsdp = Fsdp!;
+        var clock = Stopwatch.StartNew();
+        long k = CompletedSteps + 1;
+        var globalBatch = Batches.ReadGlobalBatch(_reader, Layout);
+        fsdp.ZeroGrads();
+        double lossSum = 0;
+        double divisor = Layout.Accumulation * Layout.World;
+        for (int micro = 0; micro < Layout.Accumulation; micro++)
+        {
+            using var scope = NewDisposeScope();
+            var (inputs, labels) = Batches.MicroBatch(globalBatch, Layout, micro, _sync.Rank);
+            lossSum += fsdp.MicroBatch(inputs, labels, divisor);
+        }
+        double lr = schedule.LrAt(k);
+        double norm = fsdp.ClipGradients(Config.Training.MaxNorm);
+        Optimizer.Step(Slots, fsdp.GradShards, lr);
+        fsdp.CopyMastersToShards();
+        Converted.Step.Value++;
+        CompletedSteps = k;
+        long tokens = (long)Layout.GlobalBatch * Config.Training.SeqLen;
+        return new StepResult(k, _sync.MeanOverRanks(lossSum / Layout.Accumulation), lr, norm, tokens,
+            clock.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>Rounds each master into its (bf16) parameter, or under FSDP into this rank's bf16 shard.</summary>
     private void CopyMastersToParameters()
     {
+        if (Fsdp is not null)
+        {
+            Fsdp.CopyMastersToShards();
+            return;
+        }
         using var noGrad = no_grad();
         for (int i = 0; i < Slots.Count; i++) Trainable[i].Param.copy_(Slots[i].Master);
     }
@@ -209,6 +275,11 @@ public sealed class TrainingSession : IDisposable
     public void Dispose()
     {
         _reader.Dispose();
+        if (Fsdp is not null)
+        {
+            Fsdp.Dispose();
+            return;
+        }
         foreach (var slot in Slots) slot.Dispose();
         Model.Dispose();
     }

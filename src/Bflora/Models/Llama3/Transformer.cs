@@ -93,6 +93,9 @@ public sealed class Transformer : nn.Module<Tensor, Tensor>
 
     public Tensor Embed(Tensor tokens) => tok_embeddings.call(tokens);
 
+    /// <summary>Final norm and output head: logits for the last block's output (a sharded trainer drives blocks itself).</summary>
+    public Tensor Head(Tensor h) => output.call(norm.call(h));
+
     /// <summary>Rotary tables covering <paramref name="seqLen"/> positions, grown on demand and kept.</summary>
     internal (Tensor Cos, Tensor Sin) RopeFor(long seqLen, Device device)
     {
@@ -120,7 +123,7 @@ public sealed class Transformer : nn.Module<Tensor, Tensor>
             block.SetRope(cos, sin);
             h = block.call(h);
         }
-        return output.call(norm.call(h)).MoveToOuterDisposeScope();
+        return Head(h).MoveToOuterDisposeScope();
     }
 
     protected override void Dispose(bool disposing)

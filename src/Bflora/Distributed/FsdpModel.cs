@@ -1,0 +1,180 @@
+using Bflora.Checkpoints;
+using Bflora.Config;
+using Bflora.Lora;
+using Bflora.Models.Llama3;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using Transformer = Bflora.Models.Llama3.Transformer;
+
+namespace Bflora.Distributed;
+
+/// <summary>
+/// FSDP over a converted Llama-3 at world size N &gt; 1. Units: every transformer block, the token embedding, and the
+/// head (final norm + output; with tied embeddings the embedding lives in the head unit). Each rank stores 1/N of every
+/// unit as flat bf16 shards (<see cref="FsdpUnit"/>); the model's parameters are permanent views into two gather
+/// buffers (even / odd parity), so gathering a unit into its buffer is all it takes to make its module runnable, and
+/// at most two gathered units exist at once (the one computing and the prefetched next one), as `bflora plan` budgets.
+/// Loading writes only this rank's ranges (safetensors byte ranges, or its slice of the seeded random init).
+/// </summary>
+public sealed partial class FsdpModel : IDisposable
+{
+    private readonly ICollectives _c;
+    private readonly GatherBuffer[] _buffers;
+    private readonly Tensor _gradFull, _gradShard;
+
+    public Transformer Model { get; }
+    public ConvertedModel Converted { get; }
+    public IReadOnlyList<FsdpUnit> Blocks { get; }
+    public FsdpUnit Embedding { get; }
+    public FsdpUnit Head { get; }
+    public IReadOnlyList<FsdpUnit> Units { get; }
+    public ICollectives Collectives => _c;
+
+    private FsdpModel(ICollectives c, Transformer model, ConvertedModel converted, List<FsdpUnit> units, GatherBuffer[] buffers)
+    {
+        _c = c;
+        Model = model;
+        Converted = converted;
+        Units = units;
+        Blocks = units.Where(u => u.Name.StartsWith("layers.", StringComparison.Ordinal)).ToList();
+        Head = units.Single(u => u.Name == HeadUnit);
+        Embedding = units.FirstOrDefault(u => u.Name == EmbeddingUnit) ?? Head;
+        _buffers = buffers;
+        long loraMax = units.Max(u => u.Lora.PaddedNumel);
+        _gradFull = zeros(loraMax, ScalarType.Float32);
+        _gradShard = zeros(loraMax / c.WorldSize, ScalarType.Float32);
+    }
+
+    private const string HeadUnit = "head", EmbeddingUnit = "tok_embeddings";
+
+    /// <summary>Bytes of parameters this rank stores between steps: its bf16 shards of every unit (frozen + LoRA).</summary>
+    public long ParamBytesPerRank => Units.Sum(u => u.ShardBytes);
+
+    /// <summary>Bytes of the two gather buffers (the gathered unit and the prefetched one).</summary>
+    public long GatherBufferBytes => _buffers.Sum(b => 2 * (b.Frozen.numel() + b.Lora.numel()));
+
+    /// <summary>
+    /// Builds the sharded model: meta Transformer → parameters as gather-buffer views → conversion (flip seeds and
+    /// LoRA init exactly as at world 1) → LoRA values moved into shards → this rank's frozen ranges loaded.
+    /// </summary>
+    public static FsdpModel Build(BfloraConfig config, ModelArgs args, string? modelFolder, ConversionOptions options,
+        ICollectives c, ScalarType masterDtype)
+    {
+        int world = c.WorldSize;
+        var model = new Transformer(args, META, ScalarType.BFloat16);
+        try
+        {
+            string UnitOf(string name) =>
+                name.StartsWith("layers.", StringComparison.Ordinal) ? string.Join('.', name.Split('.').Take(2))
+                : name.StartsWith("tok_embeddings.", StringComparison.Ordinal) && !args.TieEmbeddings ? EmbeddingUnit
+                : HeadUnit;
+            int ParityOf(string unit) => unit == EmbeddingUnit ? 1
+                : unit == HeadUnit ? args.NLayers % 2
+                : int.Parse(unit.Split('.')[1]) % 2;
+            var order = Enumerable.Range(0, args.NLayers).Select(i => $"layers.{i}")
+                .Concat(args.TieEmbeddings ? new[] { HeadUnit } : new[] { EmbeddingUnit, HeadUnit }).ToList();
+
+            // Frozen weights (the tied head is the embedding's tensor, so it is not a member of its own).
+            var frozenParams = model.named_parameters()
+                .Where(p => !(args.TieEmbeddings && p.name == "output.weight"))
+                .Select(p => (p.name, Shape: p.parameter.shape)).ToList();
+            var frozen = order.ToDictionary(u => u,
+                u => new FlatLayout(frozenParams.Where(p => UnitOf(p.name) == u).Select(p => (p.name, p.Shape)), world));
+            var buffers = new GatherBuffer[2];
+            for (int p = 0; p < 2; p++)
+                buffers[p] = new GatherBuffer(frozen.Where(f => ParityOf(f.Key) == p).Select(f => f.Value.PaddedNumel).DefaultIfEmpty(0).Max());
+            foreach (var (unit, layout) in frozen)
+                foreach (var m in layout.Members)
+                {
+                    using var slice = buffers[ParityOf(unit)].Frozen.narrow(0, m.Offset, m.Numel);
+                    model.SetParameter(m.Name, slice.view(m.Shape));
+                }
+            if (args.TieEmbeddings) model.TieOutputToEmbedding();
+            model.eval();
+
+            var converted = BitFlipConverter.Convert(model, options);
+            var loraParams = new Dictionary<string, List<(string Name, Parameter P)>>();
+            foreach (var u in order) loraParams[u] = new();
+            foreach (var (name, layer) in converted.Layers.Where(l => l.Layer.Rank > 0))
+            {
+                loraParams[UnitOf(name + ".weight")].Add(($"{name}.lora_A", layer.LoraA!));
+                loraParams[UnitOf(name + ".weight")].Add(($"{name}.lora_B", layer.LoraB!));
+            }
+            var lora = order.ToDictionary(u => u, u => new FlatLayout(loraParams[u].Select(p => (p.Name, p.P.shape)), world));
+            for (int p = 0; p < 2; p++)
+                buffers[p].AllocateLora(lora.Where(l => ParityOf(l.Key) == p).Select(l => l.Value.PaddedNumel).DefaultIfEmpty(0).Max());
+
+            var units = order.Select(u => new FsdpUnit(u, ParityOf(u), frozen[u], lora[u], loraParams[u].Select(p => p.P).ToList())).ToList();
+            var fsdp = new FsdpModel(c, model, converted, units, buffers);
+            fsdp.ShardLora(loraParams);
+            fsdp.LoadFrozen(config, args, modelFolder);
+            foreach (var u in units) u.CreateSlot(masterDtype);
+            return fsdp;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The converter created every LoRA A/B in full (seeded per layer, the same on every rank); each rank keeps its slice
+    /// and the parameter becomes a view into the gather buffer (set_ swaps its storage, so the full copy is freed).
+    /// </summary>
+    private void ShardLora(Dictionary<string, List<(string Name, Parameter P)>> loraParams)
+    {
+        using var noGrad = no_grad();
+        foreach (var u in Units)
+        {
+            var buffer = _buffers[u.Parity].Lora;
+            for (int i = 0; i < u.Lora.Members.Count; i++)
+            {
+                var m = u.Lora.Members[i];
+                var p = loraParams[u.Name][i].P;
+                if (u.Lora.Overlap(m, _c.Rank) is (long from, long to, long count))
+                    u.LoraShard.narrow(0, to, count).copy_(p.detach().reshape(-1).narrow(0, from, count));
+                using var view = buffer.narrow(0, m.Offset, m.Numel).view(m.Shape);
+                p.set_(view);  // set_ returns p itself (TorchSharp 0.107): nothing to dispose
+            }
+        }
+    }
+
+    /// <summary>
+    /// Fills this rank's frozen shards. Pretrained: only this rank's element ranges are read from the safetensors.
+    /// Random: the seeded value of a whole parameter is generated and sliced (identical for any world size; costs one
+    /// full parameter of transient memory and W-fold generation time across the job).
+    /// </summary>
+    private void LoadFrozen(BfloraConfig config, ModelArgs args, string? folder)
+    {
+        var checkpoint = config.Model.Init == "random" ? null : LlamaHfCheckpoint.Open(folder!, args);
+        foreach (var u in Units)
+        {
+            foreach (var m in u.Frozen.Members)
+            {
+                if (u.Frozen.Overlap(m, _c.Rank) is not (long from, long to, long count)) continue;
+                using var target = u.FrozenShard.narrow(0, to, count);
+                if (checkpoint is null)
+                {
+                    using var full = ModelInit.RandomParameter(args, m.Name, m.Shape, config.Model.InitSeed, ScalarType.BFloat16);
+                    target.copy_(full.reshape(-1).narrow(0, from, count));
+                    continue;
+                }
+                var info = checkpoint.Info(m.Name);
+                if (!info.Shape.SequenceEqual(m.Shape))
+                    throw new CheckpointFormatException(info.File,
+                        $"tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}], the model expects [{string.Join(", ", m.Shape)}]");
+                checkpoint.ReadFlatSlice(m.Name, from, count, target);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var u in Units) u.Dispose();
+        foreach (var b in _buffers) b.Dispose();
+        _gradFull.Dispose();
+        _gradShard.Dispose();
+        Model.Dispose();
+    }
+}

@@ -1,0 +1,181 @@
+using Bflora.Models.Llama3;
+using Bflora.Training;
+using static TorchSharp.torch;
+
+namespace Bflora.Distributed;
+
+/// <summary>
+/// One of the two gather buffers: full-size bf16 room for the largest unit of its parity (frozen part and LoRA part),
+/// the unit whose weights it holds now, and the all-gathers still filling it.
+/// </summary>
+internal sealed class GatherBuffer(long frozenNumel) : IDisposable
+{
+    public Tensor Frozen { get; } = zeros(frozenNumel, ScalarType.BFloat16);
+    public Tensor Lora { get; private set; } = zeros(0, ScalarType.BFloat16);
+    public FsdpUnit? Resident;
+    public List<IPendingCollective> Pending { get; } = new();
+
+    public void AllocateLora(long numel)
+    {
+        Lora.Dispose();
+        Lora = zeros(numel, ScalarType.BFloat16);
+    }
+
+    public void Dispose()
+    {
+        Frozen.Dispose();
+        Lora.Dispose();
+    }
+}
+
+/// <summary>
+/// The sharded training step. Activation checkpointing is an explicit two-pass loop rather than a custom autograd
+/// function: pass 1 runs every block under no_grad and keeps only block inputs; the head runs with grad and its
+/// backward yields dL/dh at the last block's output; pass 2 walks the blocks backwards, re-gathers each, recomputes
+/// it with grad from its kept input and backpropagates the incoming gradient, handing dL/dx to the block before.
+/// The flips use the same step counter in both passes, so the recompute is bit-identical to pass 1.
+/// </summary>
+public sealed partial class FsdpModel
+{
+    /// <summary>
+    /// Forward and backward of one micro-batch; returns its (bf16) cross-entropy. LoRA gradients of loss/divisor are
+    /// reduce-scattered into each unit's fp32 <see cref="FsdpUnit.GradShard"/> right after the unit's backward.
+    /// </summary>
+    public double MicroBatch(Tensor inputs, Tensor labels, double divisor)
+    {
+        using var scope = NewDisposeScope();
+        var (cos, sin) = Model.RopeFor(inputs.shape[1], inputs.device);
+        var kept = new List<Tensor>(Blocks.Count);
+        Tensor h;
+        using (no_grad())
+        {
+            Use(Embedding, Blocks.Count > 0 ? Blocks[0] : Head);
+            h = Model.Embed(inputs);
+            for (int i = 0; i < Blocks.Count; i++)
+            {
+                Use(Blocks[i], i + 1 < Blocks.Count ? Blocks[i + 1] : Head);
+                kept.Add(h);
+                h = RunBlock(i, h, cos, sin);
+            }
+        }
+
+        Use(Head, Blocks.Count > 0 ? Blocks[^1] : null);
+        var last = h.detach().requires_grad_(true);
+        var logits = Model.Head(last);
+        // Cross-entropy on the bf16 logits, as the single-process path and the original compute it.
+        var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), labels.view(-1));
+        loss.div(divisor).backward();
+        Head.ReduceScatterGrads(_c, _gradFull, _gradShard);
+        var grad = last.grad ?? zeros_like(last);
+
+        for (int i = Blocks.Count - 1; i >= 0; i--)
+        {
+            Use(Blocks[i], i > 0 ? Blocks[i - 1] : null);
+            var x = kept[i].requires_grad_(true);
+            var y = RunBlock(i, x, cos, sin);
+            autograd.backward(new[] { y }, new[] { grad });
+            grad = x.grad ?? zeros_like(x);
+            Blocks[i].ReduceScatterGrads(_c, _gradFull, _gradShard);
+        }
+        return loss.to(ScalarType.Float32).item<float>();
+    }
+
+    private Tensor RunBlock(int i, Tensor x, Tensor cos, Tensor sin)
+    {
+        var block = Model.Layers[i];
+        block.SetRope(cos, sin);
+        return block.call(x);
+    }
+
+    /// <summary>
+    /// Makes <paramref name="unit"/> resident in its buffer (waiting for its prefetch, or gathering now), then starts
+    /// the all-gather of <paramref name="next"/> if it goes to the other buffer. A next unit of the same parity would
+    /// overwrite the weights about to be used, so it is gathered later, when its turn comes. The non-blocking gather
+    /// progresses inside MPI calls (libnbc), so the overlap is partial on CPU; the ordering is what stays correct.
+    /// </summary>
+    private void Use(FsdpUnit unit, FsdpUnit? next)
+    {
+        var buffer = _buffers[unit.Parity];
+        if (buffer.Resident != unit)
+        {
+            Gather(unit, buffer, wait: true);
+        }
+        foreach (var p in buffer.Pending) p.Wait();
+        buffer.Pending.Clear();
+        if (next is not null && next.Parity != unit.Parity && _buffers[next.Parity].Resident != next)
+            Gather(next, _buffers[next.Parity], wait: false);
+    }
+
+    private void Gather(FsdpUnit unit, GatherBuffer buffer, bool wait)
+    {
+        foreach (var p in buffer.Pending) p.Wait();
+        buffer.Pending.Clear();
+        buffer.Resident = unit;
+        using var frozen = buffer.Frozen.narrow(0, 0, unit.Frozen.PaddedNumel);
+        using var lora = buffer.Lora.narrow(0, 0, unit.Lora.PaddedNumel);
+        if (wait)
+        {
+            _c.AllGather(unit.FrozenShard, frozen);
+            if (unit.Lora.Numel > 0) _c.AllGather(unit.LoraShard, lora);
+            return;
+        }
+        buffer.Pending.Add(_c.StartAllGather(unit.FrozenShard, frozen));
+        if (unit.Lora.Numel > 0) buffer.Pending.Add(_c.StartAllGather(unit.LoraShard, lora));
+    }
+
+    /// <summary>The optimizer slots (one per unit with LoRA) and their gradient shards, in the same order.</summary>
+    public IReadOnlyList<AdamWSlot> Slots => Units.Where(u => u.Slot is not null).Select(u => u.Slot!).ToList();
+
+    public IReadOnlyList<Tensor> GradShards => Units.Where(u => u.Slot is not null).Select(u => u.GradShard).ToList();
+
+    public void ZeroGrads()
+    {
+        foreach (var u in Units) u.GradShard.zero_();
+    }
+
+    /// <summary>
+    /// clip_grad_norm_ over the global gradient: the squared norms of the shards are summed (fp32 all-reduce), every
+    /// rank scales its shard by the same coefficient. Returns the norm before clipping.
+    /// </summary>
+    public double ClipGradients(double maxNorm)
+    {
+        using var scope = NewDisposeScope();
+        var sum = zeros(1, ScalarType.Float32);
+        foreach (var g in GradShards) sum.add_(g.square().sum());
+        _c.AllReduce(sum, ReduceOp.Sum);
+        double norm = Math.Sqrt(sum.item<float>());
+        double coef = GradientClipping.Coefficient(norm, maxNorm);
+        if (coef < 1)
+            foreach (var g in GradShards) g.mul_(coef);
+        return norm;
+    }
+
+    public void CopyMastersToShards()
+    {
+        foreach (var u in Units) u.CopyMasterToShard();
+    }
+
+    /// <summary>
+    /// The whole LoRA state, unit by unit all-gathered: on rank 0 every (layer name, A, B) as new bf16 tensors (the
+    /// caller disposes them); on the other ranks an empty list. Every rank must call it (it is a collective).
+    /// </summary>
+    public List<(string Name, Tensor A, Tensor B)> GatherAdapters()
+    {
+        var result = new List<(string, Tensor, Tensor)>();
+        foreach (var u in Units.Where(u => u.Lora.Numel > 0))
+        {
+            using var full = empty(u.Lora.PaddedNumel, ScalarType.BFloat16);
+            _c.AllGather(u.LoraShard, full);
+            if (_c.Rank != 0) continue;
+            var members = u.Lora.Members;
+            for (int i = 0; i + 1 < members.Count; i += 2)
+            {
+                var (a, b) = (members[i], members[i + 1]);
+                string layer = a.Name[..^".lora_A".Length];
+                result.Add((layer, full.narrow(0, a.Offset, a.Numel).view(a.Shape).clone(),
+                    full.narrow(0, b.Offset, b.Numel).view(b.Shape).clone()));
+            }
+        }
+        return result;
+    }
+}

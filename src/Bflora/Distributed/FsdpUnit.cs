@@ -1,0 +1,126 @@
+using Bflora.Training;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Bflora.Distributed;
+
+/// <summary>One parameter inside a unit's flat buffer: where it lies and its full (unsharded) shape.</summary>
+public sealed record FsdpMember(string Name, long[] Shape, long Offset)
+{
+    public long Numel => Shape.Aggregate(1L, (a, b) => a * b);
+}
+
+/// <summary>
+/// The flat layout of one group of parameters (a unit's frozen weights, or its LoRA adapters): members back to back,
+/// padded to a multiple of the world size so every rank holds an equal shard of <see cref="ShardNumel"/> elements.
+/// Rank r's shard is the flat range [r·ShardNumel, (r+1)·ShardNumel).
+/// </summary>
+public sealed class FlatLayout
+{
+    public IReadOnlyList<FsdpMember> Members { get; }
+    public long Numel { get; }
+    public long ShardNumel { get; }
+    public long PaddedNumel => ShardNumel * World;
+    public int World { get; }
+
+    public FlatLayout(IEnumerable<(string Name, long[] Shape)> members, int world)
+    {
+        var list = new List<FsdpMember>();
+        long offset = 0;
+        foreach (var (name, shape) in members)
+        {
+            var m = new FsdpMember(name, shape, offset);
+            list.Add(m);
+            offset += m.Numel;
+        }
+        Members = list;
+        Numel = offset;
+        World = world;
+        ShardNumel = (offset + world - 1) / world;
+    }
+
+    /// <summary>The part of <paramref name="m"/> inside rank <paramref name="rank"/>'s shard: (start in the member, start in the shard, count).</summary>
+    public (long MemberStart, long ShardStart, long Count)? Overlap(FsdpMember m, int rank)
+    {
+        long lo = Math.Max(m.Offset, rank * ShardNumel), hi = Math.Min(m.Offset + m.Numel, (rank + 1) * ShardNumel);
+        return hi > lo ? (lo - m.Offset, lo - rank * ShardNumel, hi - lo) : null;
+    }
+}
+
+/// <summary>
+/// A unit of FSDP sharding (a transformer block, the embedding, or the head = final norm + output): this rank's bf16
+/// shards of its frozen weights and of its LoRA adapters, and — for the LoRA part — the fp32 gradient shard and the
+/// optimizer slot (master and AdamW moments over the same shard). The module's parameters are permanent views into one
+/// of two shared gather buffers (<see cref="Parity"/>), valid only while this unit is the buffer's resident.
+/// </summary>
+public sealed class FsdpUnit : IDisposable
+{
+    public string Name { get; }
+    public int Parity { get; }
+    public FlatLayout Frozen { get; }
+    public FlatLayout Lora { get; }
+    public Tensor FrozenShard { get; }
+    public Tensor LoraShard { get; }
+    /// <summary>fp32 gradient of this rank's LoRA shard, summed over micro-batches and ranks.</summary>
+    public Tensor GradShard { get; }
+    public AdamWSlot? Slot { get; private set; }
+    /// <summary>The LoRA parameters (views into the gather buffer) in <see cref="Lora"/>'s member order.</summary>
+    public IReadOnlyList<Parameter> LoraParams { get; }
+
+    public FsdpUnit(string name, int parity, FlatLayout frozen, FlatLayout lora, IReadOnlyList<Parameter> loraParams)
+    {
+        Name = name;
+        Parity = parity;
+        Frozen = frozen;
+        Lora = lora;
+        LoraParams = loraParams;
+        FrozenShard = zeros(frozen.ShardNumel, ScalarType.BFloat16);
+        LoraShard = zeros(lora.ShardNumel, ScalarType.BFloat16);
+        GradShard = zeros(lora.ShardNumel, ScalarType.Float32);
+    }
+
+    public long ShardBytes => 2 * (Frozen.ShardNumel + Lora.ShardNumel);
+
+    /// <summary>Creates the optimizer slot from the LoRA shard's current values (fp32 or bf16 master).</summary>
+    public void CreateSlot(ScalarType masterDtype)
+    {
+        if (Lora.Numel > 0) Slot = AdamWSlot.From($"{Name}.lora", LoraShard, masterDtype);
+    }
+
+    /// <summary>
+    /// Sums this micro-batch's LoRA gradients (bf16 .grad of the gathered parameters) over ranks into
+    /// <see cref="GradShard"/> with one fp32 reduce-scatter, then drops the full-size .grad tensors.
+    /// </summary>
+    public void ReduceScatterGrads(ICollectives collectives, Tensor fullScratch, Tensor shardScratch)
+    {
+        if (Lora.Numel == 0) return;
+        using var scope = NewDisposeScope();
+        var full = fullScratch.narrow(0, 0, Lora.PaddedNumel);
+        full.zero_();
+        for (int i = 0; i < LoraParams.Count; i++)
+        {
+            var m = Lora.Members[i];
+            if (LoraParams[i].grad is { } g) full.narrow(0, m.Offset, m.Numel).copy_(g.reshape(-1));
+            LoraParams[i].grad = null;
+        }
+        var shard = shardScratch.narrow(0, 0, Lora.ShardNumel);
+        collectives.ReduceScatter(full, shard);
+        GradShard.add_(shard);
+    }
+
+    /// <summary>After AdamW: the master shard rounded into the bf16 shard the next gather sends.</summary>
+    public void CopyMasterToShard()
+    {
+        if (Slot is null) return;
+        using var noGrad = no_grad();
+        LoraShard.copy_(Slot.Master);
+    }
+
+    public void Dispose()
+    {
+        FrozenShard.Dispose();
+        LoraShard.Dispose();
+        GradShard.Dispose();
+        Slot?.Dispose();
+    }
+}

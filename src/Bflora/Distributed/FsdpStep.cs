@@ -150,9 +150,19 @@ public sealed partial class FsdpModel
         return norm;
     }
 
+    /// <summary>
+    /// Rounds the updated masters into the bf16 shards. Gathered copies are now stale (the LoRA part), so no unit
+    /// counts as resident any more: the next use gathers again.
+    /// </summary>
     public void CopyMastersToShards()
     {
         foreach (var u in Units) u.CopyMasterToShard();
+        foreach (var b in _buffers)
+        {
+            foreach (var p in b.Pending) p.Wait();
+            b.Pending.Clear();
+            b.Resident = null;
+        }
     }
 
     /// <summary>

@@ -50,9 +50,9 @@ public sealed record MemoryPlan(int World, long Params, long GatheredBlock, stri
 
 /// <summary>
 /// The per-rank memory of FSDP training, from dimensions alone (no model files, nothing allocated).
-/// Units of sharding: each transformer block, the token embedding, the output head and the final norm; a unit of n
-/// elements keeps ceil(n / W) of them per rank (embedding and output split by vocabulary rows: ceil(V / W)·d).
-/// At W = 1 nothing is sharded or gathered.
+/// The formulas follow what the trainer holds (FsdpModel; a test compares them): units of sharding are each
+/// transformer block, the token embedding and the head (final norm + output); a unit's frozen weights and its LoRA
+/// adapters are two flat buffers of which each rank keeps ceil(n / W) elements. At W = 1 nothing is sharded or gathered.
 /// </summary>
 public static class MemoryPlanner
 {
@@ -84,10 +84,10 @@ public static class MemoryPlanner
 
         // Base weights of one block: wq, wo (d·d), wk, wv (d·kvd), w1, w2, w3 (d·F), two RMSNorm weights.
         long block = 2 * d * d + 2 * d * kvd + 3 * d * f + 2 * d;
-        long head = v * d;                                    // the output head (= the embedding when tied)
-        long embeddingRows = a.TieEmbeddings ? 1 : 2;         // embedding and output, each split by vocab rows
-        long paramElems = a.NLayers * Shard(block, w) + embeddingRows * Shard(v, w) * d + Shard(d, w);
-        long parameters = 2 * paramElems;
+        long embedding = v * d;
+        // The head unit: final norm and output head (tied: the norm and the one shared embedding/output matrix).
+        long headFrozen = d + v * d;
+        bool separateEmbedding = !a.TieEmbeddings;
 
         // LoRA on a converted Linear [out, in]: A [r, in] + B [out, r]. Skip patterns match names as the converter does.
         long[] loraPerLayer = new long[a.NLayers];
@@ -101,32 +101,48 @@ public static class MemoryPlanner
             if (Converted("output", p.SkipPatterns)) loraHead = p.LoraRank * (d + v);
         }
 
+        // Parameters as the trainer (FsdpModel) stores them: per unit (each block, the embedding, the head) a flat bf16
+        // shard of its frozen weights and one of its LoRA adapters, ceil(n / W) elements each. W = 1: everything whole.
+        long frozenElems = a.NLayers * Shard(block, w) + (separateEmbedding ? Shard(embedding, w) : 0) + Shard(headFrozen, w);
+        long loraElems = loraPerLayer.Sum(x => Shard(x, w)) + Shard(loraHead, w);
+        long parameters = 2 * (frozenElems + loraElems);
+
         // Trainable elements per unit: LoRA adapters, or in full mode every weight.
         long trainableShard, largestTrainableUnit;
         if (p.FullTraining)
         {
-            trainableShard = paramElems;
-            largestTrainableUnit = Math.Max(block, head);
+            trainableShard = frozenElems;
+            largestTrainableUnit = Math.Max(block, headFrozen);
         }
         else
         {
-            trainableShard = loraPerLayer.Sum(x => Shard(x, w)) + Shard(loraHead, w);
+            trainableShard = loraElems;
             largestTrainableUnit = Math.Max(loraPerLayer.DefaultIfEmpty(0).Max(), loraHead);
         }
         // fp32 (or master_dtype) master copy plus AdamW's m and v, each only for this rank's shard.
         long optimizer = 3L * p.MasterBytes * trainableShard;
-        // fp32 gradients of the shard, plus (W > 1) the largest unit's unsharded gradient (the reduce-scatter's input)
-        // and the ring reduce-scatter's two fp32 chunk buffers (MpiCollectives keeps them between calls).
-        long grads = 4 * trainableShard + (w > 1 ? 4 * largestTrainableUnit + 2 * 4 * Shard(largestTrainableUnit, w) : 0);
+        // fp32 gradients of the shard, plus (W > 1) the largest unit's padded unsharded gradient (the reduce-scatter's
+        // input), one shard receiving each micro-batch's sum before it is added, and the ring reduce-scatter's two fp32
+        // chunk buffers (MpiCollectives keeps them between calls).
+        long grads = 4 * trainableShard
+                     + (w > 1 ? 4 * Padded(largestTrainableUnit, w) + 3 * 4 * Shard(largestTrainableUnit, w) : 0);
 
-        // All-gathered units: each block (with its LoRA's bf16 copy) and the output head. The embedding is never
-        // gathered: a rank looks its vocab rows up and the [B,S,d] results are summed across ranks.
-        long gatheredBlock = 2 * (block + loraPerLayer.DefaultIfEmpty(0).Max());
-        long gatheredHead = 2 * (head + loraHead);
-        long gathered = w > 1 ? Math.Max(gatheredBlock, gatheredHead) : 0;
-        string unit = gatheredHead > gatheredBlock ? "output" : "transformer block";
-        // The next block's all-gather runs (non-blocking) while this one computes, so two gathered blocks coexist.
-        long prefetch = w > 1 ? gatheredBlock : 0;
+        // Gather buffers (W > 1): two, by unit parity — block i uses buffer i mod 2, the embedding buffer 1, the head
+        // buffer L mod 2 — each as large as its largest unit's padded frozen part plus its largest padded LoRA part.
+        // One holds the unit computing, the other the prefetched next unit. The embedding is gathered whole for now.
+        long[] frozenMax = new long[2], loraMax = new long[2];
+        void Fits(int parity, long frozen, long lora)
+        {
+            frozenMax[parity] = Math.Max(frozenMax[parity], Padded(frozen, w));
+            loraMax[parity] = Math.Max(loraMax[parity], Padded(lora, w));
+        }
+        for (int l = 0; l < a.NLayers; l++) Fits(l % 2, block, loraPerLayer[l]);
+        if (separateEmbedding) Fits(1, embedding, 0);
+        Fits(a.NLayers % 2, headFrozen, loraHead);
+        long[] buffers = { 2 * (frozenMax[0] + loraMax[0]), 2 * (frozenMax[1] + loraMax[1]) };
+        long gathered = w > 1 ? buffers.Max() : 0;
+        long prefetch = w > 1 ? buffers.Min() : 0;
+        string unit = Math.Max(headFrozen, separateEmbedding ? embedding : 0) > block ? "output" : "transformer block";
 
         // Activations with checkpointing (bf16 = 2 bytes per element, per token):
         //   kept for backward: every layer's block input, L·d;
@@ -146,6 +162,8 @@ public static class MemoryPlanner
     }
 
     private static long Shard(long n, long world) => (n + world - 1) / world;
+
+    private static long Padded(long n, long world) => Shard(n, world) * world;
 
     private static bool Converted(string name, IReadOnlyList<string> skip) => !skip.Any(s => name.Contains(s, StringComparison.Ordinal));
 }

@@ -57,6 +57,43 @@ public class FsdpModelTests
         Assert.Equal(expected.Count, seen);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void The_memory_plan_counts_what_the_trainer_holds(int world)
+    {
+        var config = BfloraConfig.Load(RepoPaths.Of("configs", "debug.toml"), new[] { $"data.path=\"{RepoPaths.Of("data", "corpus")}\"" });
+        var spec = ModelBuilder.Resolve(config);
+        var plan = MemoryPlanner.Compute(spec.Args, PlanInputs.From(config, world));
+        var options = new ConversionOptions(config.Bitflip.ToFlipSettings(), config.Lora.R, config.Lora.LoraAlpha,
+            config.Bitflip.SkipPatterns, config.Training.Seed);
+        if (world == 1)
+        {
+            using var session = Bflora.Training.TrainingSession.Open(config);
+            Assert.Equal(plan.Params, session.ParamBytesPerRank);
+            return;
+        }
+        // Building needs only the rank and world size; every rank's shards have the same size.
+        using var fsdp = FsdpModel.Build(config, spec.Args, null, options, new LayoutOnly(world - 1, world), ScalarType.Float32);
+        Assert.Equal(plan.Params, fsdp.ParamBytesPerRank);
+        Assert.Equal(plan.GatheredBlock + plan.Prefetch, fsdp.GatherBufferBytes);
+        Assert.Equal(plan.LoraMasterAndOptimizer, fsdp.Slots.Sum(s => 3 * s.Master.numel() * s.Master.element_size()));
+    }
+
+    /// <summary>A rank of a world that is never talked to: enough to lay out and load shards.</summary>
+    private sealed class LayoutOnly(int rank, int world) : ICollectives
+    {
+        public int Rank => rank;
+        public int WorldSize => world;
+        public void AllGather(Tensor input, Tensor output) => throw new NotSupportedException();
+        public IPendingCollective StartAllGather(Tensor input, Tensor output) => throw new NotSupportedException();
+        public void ReduceScatter(Tensor input, Tensor output) => throw new NotSupportedException();
+        public void AllReduce(Tensor tensor, ReduceOp op) => throw new NotSupportedException();
+        public void Broadcast(Tensor tensor, int root) => throw new NotSupportedException();
+        public void Barrier() => throw new NotSupportedException();
+    }
+
     [Fact]
     public void Flat_layout_shards_cover_every_element_once()
     {

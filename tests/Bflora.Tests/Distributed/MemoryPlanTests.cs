@@ -23,18 +23,19 @@ public class MemoryPlanTests
         const long d = 8192, L = 80, kvd = 1024, F = 28672, V = 128256, T = 4096, r = 32;
         const long block = 2 * d * d + 2 * d * kvd + 3 * d * F + 2 * d;          // 855,654,400
         Assert.Equal(70_553_706_496L, L * block + 2 * V * d + d);                 // the 70.55e9 of Llama-3-70B
-        // Every unit divides by 4 exactly, so the shard is a quarter of all bf16 bytes.
-        Assert.Equal(70_553_706_496L * 2 / 4, p.Params);
-
         // LoRA of 7 Linears per block, A [r, in] + B [out, r]; output is skipped by skip_patterns.
         const long loraBlock = r * (2 * (d + d) + 2 * (d + kvd) + 3 * (d + F));   // 5,177,344
+        // Every unit divides by 4 exactly, so the shard is a quarter of all bf16 bytes, LoRA included.
+        Assert.Equal((70_553_706_496L + L * loraBlock) * 2 / 4, p.Params);
         Assert.Equal(3 * 4 * L * loraBlock / 4, p.LoraMasterAndOptimizer);        // fp32 master, m, v of the shard
-        // fp32 shard + one block's gradient before the reduce-scatter + its two ring buffers of a quarter block each
-        Assert.Equal(4 * L * loraBlock / 4 + 4 * loraBlock + 2 * 4 * loraBlock / 4, p.Grads);
+        // fp32 shard + one block's gradient before the reduce-scatter + the micro-batch shard + two ring buffers
+        Assert.Equal(4 * L * loraBlock / 4 + 4 * loraBlock + 3 * 4 * loraBlock / 4, p.Grads);
 
-        Assert.Equal(2 * V * d, p.GatheredBlock);                                 // the output head outweighs a block
+        // Buffer 0 (even blocks, and the head since L is even) fits norm + output; buffer 1 (odd blocks, embedding) the
+        // embedding; both outweigh a block, and each has room for a block's LoRA.
+        Assert.Equal(2 * (d + V * d + loraBlock), p.GatheredBlock);
         Assert.Equal("output", p.GatheredUnit);
-        Assert.Equal(2 * (block + loraBlock), p.Prefetch);
+        Assert.Equal(2 * (V * d + loraBlock), p.Prefetch);
 
         long activations = 2 * L * T * d                                          // block inputs kept per layer
                            + 2 * T * (14 * d + 3 * kvd + 5 * F + 7 * r) + 4 * T * 64 // one block recomputed
@@ -59,8 +60,9 @@ public class MemoryPlanTests
     {
         var p = Plan70B(4, "training.trainable=\"full\"");
         Assert.Equal(12 * (p.Params / 2), p.LoraMasterAndOptimizer);
-        // + the output head's unsharded fp32 gradient and the two ring buffers for it
-        Assert.Equal(4 * (p.Params / 2) + 4 * 128256L * 8192 + 2 * 4 * 128256L * 8192 / 4, p.Grads);
+        // + the head unit's (norm + output) unsharded fp32 gradient, the micro-batch shard and the two ring buffers
+        const long head = 8192 + 128256L * 8192;
+        Assert.Equal(4 * (p.Params / 2) + 4 * head + 3 * 4 * head / 4, p.Grads);
     }
 
     [Fact]
@@ -78,7 +80,7 @@ public class MemoryPlanTests
             var perRank = doc.RootElement.GetProperty("per_rank");
             foreach (var key in new[] { "params", "gathered_block", "lora_master_and_optimizer", "grads", "activations", "total" })
                 Assert.True(perRank.GetProperty(key).GetInt64() > 0, key);
-            Assert.Equal(70_553_706_496L * 2 / 4, perRank.GetProperty("params").GetInt64());
+            Assert.Equal((70_553_706_496L + 80L * 5_177_344) * 2 / 4, perRank.GetProperty("params").GetInt64());   // + LoRA shards
         }
         finally
         {

@@ -65,6 +65,8 @@ public sealed partial class FsdpModel
         // Cross-entropy on the bf16 logits, as the single-process path and the original compute it.
         var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), labels.view(-1));
         loss.div(divisor).backward();
+        double lossValue = loss.to(ScalarType.Float32).item<float>();
+        logits.Dispose();   // the largest activation; gone before the blocks are recomputed
         Head.ReduceScatterGrads(_c, _gradFull, _gradShard);
         var grad = last.grad ?? zeros_like(last);
 
@@ -74,10 +76,15 @@ public sealed partial class FsdpModel
             var x = kept[i].requires_grad_(true);
             var y = RunBlock(i, x, cos, sin);
             autograd.backward(new[] { y }, new[] { grad });
-            grad = x.grad ?? zeros_like(x);
+            var inputGrad = x.grad ?? zeros_like(x);
+            // Only the gradient flowing into block i-1 lives on; this block's input, output and incoming grad go now.
+            y.Dispose();
+            grad.Dispose();
+            x.Dispose();
+            grad = inputGrad;
             Blocks[i].ReduceScatterGrads(_c, _gradFull, _gradShard);
         }
-        return loss.to(ScalarType.Float32).item<float>();
+        return lossValue;
     }
 
     private Tensor RunBlock(int i, Tensor x, Tensor cos, Tensor sin)

@@ -79,7 +79,8 @@ public sealed class FsdpUnit : IDisposable
         GradShard = zeros(lora.ShardNumel, ScalarType.Float32);
     }
 
-    public long ShardBytes => 2 * (Frozen.ShardNumel + Lora.ShardNumel);
+    /// <summary>Bytes of the shard tensors this rank allocated for the unit (read from the tensors themselves).</summary>
+    public long ShardBytes => FrozenShard.numel() * FrozenShard.element_size() + LoraShard.numel() * LoraShard.element_size();
 
     /// <summary>Creates the optimizer slot from the LoRA shard's current values (fp32 or bf16 master).</summary>
     public void CreateSlot(ScalarType masterDtype)

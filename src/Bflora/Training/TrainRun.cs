@@ -108,7 +108,8 @@ public static class TrainRun
         long total = session.Model.parameters().Sum(p => p.numel());
         long trainable = session.Trainable.Sum(t => t.Param.numel());
         string what = session.FullTraining ? "Trainable (full)" : "Trainable (LoRA)";
+        string gathered = session.Fsdp is { } fsdp ? $" (+ {fsdp.GatherBufferBytes} bytes of gather buffers)" : "";
         return $"Replaced {session.Converted.Layers.Count} Linear layers | Total params: {total:N0} | " +
-               $"{what}: {trainable:N0} ({100.0 * trainable / total:F2}%) | Params per rank: {session.ParamBytesPerRank} bytes";
+               $"{what}: {trainable:N0} ({100.0 * trainable / total:F2}%) | Params per rank: {session.ParamBytesPerRank} bytes{gathered}";
     }
 }

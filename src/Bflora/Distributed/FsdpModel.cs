@@ -26,12 +26,19 @@ public sealed partial class FsdpModel : IDisposable
     public ConvertedModel Converted { get; }
     public IReadOnlyList<FsdpUnit> Blocks { get; }
     public FsdpUnit Embedding { get; }
+    /// <summary>The final norm, plus the output head when that is gathered whole (not vocabulary-parallel).</summary>
     public FsdpUnit Head { get; }
+    /// <summary>The output head's row shards when vocabulary-parallel (the embedding's when tied); else null.</summary>
+    public FsdpUnit? OutputRows { get; }
+    /// <summary>Embedding lookup and cross-entropy run vocabulary-parallel (the head is frozen and unflipped).</summary>
+    public bool VocabParallelHead { get; }
     public IReadOnlyList<FsdpUnit> Units { get; }
     public ICollectives Collectives => _c;
 
-    private FsdpModel(ICollectives c, Transformer model, ConvertedModel converted, List<FsdpUnit> units, GatherBuffer[] buffers)
+    private FsdpModel(ICollectives c, Transformer model, ConvertedModel converted, List<FsdpUnit> units, GatherBuffer[] buffers,
+        bool vocabParallel)
     {
+        VocabParallelHead = vocabParallel;
         _c = c;
         Model = model;
         Converted = converted;
@@ -39,13 +46,14 @@ public sealed partial class FsdpModel : IDisposable
         Blocks = units.Where(u => u.Name.StartsWith("layers.", StringComparison.Ordinal)).ToList();
         Head = units.Single(u => u.Name == HeadUnit);
         Embedding = units.FirstOrDefault(u => u.Name == EmbeddingUnit) ?? Head;
+        OutputRows = vocabParallel ? units.FirstOrDefault(u => u.Name == OutputUnit) ?? Embedding : null;
         _buffers = buffers;
         long loraMax = units.Max(u => u.Lora.PaddedNumel);
         _gradFull = zeros(loraMax, ScalarType.Float32);
         _gradShard = zeros(loraMax / c.WorldSize, ScalarType.Float32);
     }
 
-    private const string HeadUnit = "head", EmbeddingUnit = "tok_embeddings";
+    private const string HeadUnit = "head", EmbeddingUnit = "tok_embeddings", OutputUnit = "output";
 
     /// <summary>Bytes of parameters this rank stores between steps: its bf16 shards of every unit (frozen + LoRA).</summary>
     public long ParamBytesPerRank => Units.Sum(u => u.ShardBytes);
@@ -61,35 +69,49 @@ public sealed partial class FsdpModel : IDisposable
         ICollectives c, ScalarType masterDtype)
     {
         int world = c.WorldSize;
+        // The converter leaves "output" alone when a skip pattern matches it; a plain frozen head can be vocab-parallel.
+        bool vocabParallel = options.SkipPatterns.Any(p => "output".Contains(p, StringComparison.Ordinal));
+        if (vocabParallel && args.VocabSize >= 1 << 24)
+            throw new BfloraInputException($"vocabulary of {args.VocabSize} ids: token ids travel as fp32 and must stay below 2^24");
         var model = new Transformer(args, META, ScalarType.BFloat16);
         try
         {
+            // Vocab-parallel: the embedding and the output are row-sharded units of their own that are never gathered
+            // (tied: one matrix, the embedding's); the head unit is the final norm alone. Otherwise the head unit is
+            // norm + output (+ the tied embedding), and the embedding is gathered whole before the lookup.
             string UnitOf(string name) =>
                 name.StartsWith("layers.", StringComparison.Ordinal) ? string.Join('.', name.Split('.').Take(2))
-                : name.StartsWith("tok_embeddings.", StringComparison.Ordinal) && !args.TieEmbeddings ? EmbeddingUnit
+                : name.StartsWith("tok_embeddings.", StringComparison.Ordinal) && (vocabParallel || !args.TieEmbeddings) ? EmbeddingUnit
+                : name.StartsWith("output.", StringComparison.Ordinal) && vocabParallel ? OutputUnit
                 : HeadUnit;
-            int ParityOf(string unit) => unit == EmbeddingUnit ? 1
+            bool RowSharded(string unit) => vocabParallel && unit is EmbeddingUnit or OutputUnit;
+            int ParityOf(string unit) => RowSharded(unit) ? -1
+                : unit == EmbeddingUnit ? 1
                 : unit == HeadUnit ? args.NLayers % 2
                 : int.Parse(unit.Split('.')[1]) % 2;
             var order = Enumerable.Range(0, args.NLayers).Select(i => $"layers.{i}")
-                .Concat(args.TieEmbeddings ? new[] { HeadUnit } : new[] { EmbeddingUnit, HeadUnit }).ToList();
+                .Concat(vocabParallel
+                    ? args.TieEmbeddings ? new[] { EmbeddingUnit, HeadUnit } : new[] { EmbeddingUnit, HeadUnit, OutputUnit }
+                    : args.TieEmbeddings ? new[] { HeadUnit } : new[] { EmbeddingUnit, HeadUnit }).ToList();
 
             // Frozen weights (the tied head is the embedding's tensor, so it is not a member of its own).
             var frozenParams = model.named_parameters()
                 .Where(p => !(args.TieEmbeddings && p.name == "output.weight"))
                 .Select(p => (p.name, Shape: p.parameter.shape)).ToList();
             var frozen = order.ToDictionary(u => u,
-                u => new FlatLayout(frozenParams.Where(p => UnitOf(p.name) == u).Select(p => (p.name, p.Shape)), world));
+                u => new FlatLayout(frozenParams.Where(p => UnitOf(p.name) == u).Select(p => (p.name, p.Shape)), world,
+                    RowSharded(u) ? args.Dim : 1));
             var buffers = new GatherBuffer[2];
             for (int p = 0; p < 2; p++)
                 buffers[p] = new GatherBuffer(frozen.Where(f => ParityOf(f.Key) == p).Select(f => f.Value.PaddedNumel).DefaultIfEmpty(0).Max());
-            foreach (var (unit, layout) in frozen)
+            // Row-sharded units stay meta in the module: they are used through their shards, never as parameters.
+            foreach (var (unit, layout) in frozen.Where(f => !RowSharded(f.Key)))
                 foreach (var m in layout.Members)
                 {
                     using var slice = buffers[ParityOf(unit)].Frozen.narrow(0, m.Offset, m.Numel);
                     model.SetParameter(m.Name, slice.view(m.Shape));
                 }
-            if (args.TieEmbeddings) model.TieOutputToEmbedding();
+            if (args.TieEmbeddings && !vocabParallel) model.TieOutputToEmbedding();
             model.eval();
 
             var converted = BitFlipConverter.Convert(model, options);
@@ -105,7 +127,7 @@ public sealed partial class FsdpModel : IDisposable
                 buffers[p].AllocateLora(lora.Where(l => ParityOf(l.Key) == p).Select(l => l.Value.PaddedNumel).DefaultIfEmpty(0).Max());
 
             var units = order.Select(u => new FsdpUnit(u, ParityOf(u), frozen[u], lora[u], loraParams[u].Select(p => p.P).ToList())).ToList();
-            var fsdp = new FsdpModel(c, model, converted, units, buffers);
+            var fsdp = new FsdpModel(c, model, converted, units, buffers, vocabParallel);
             fsdp.ShardLora(loraParams);
             fsdp.LoadFrozen(config, args, modelFolder);
             foreach (var u in units) u.CreateSlot(masterDtype);
@@ -125,7 +147,7 @@ public sealed partial class FsdpModel : IDisposable
     private void ShardLora(Dictionary<string, List<(string Name, Parameter P)>> loraParams)
     {
         using var noGrad = no_grad();
-        foreach (var u in Units)
+        foreach (var u in Units.Where(u => u.Lora.Numel > 0))
         {
             var buffer = _buffers[u.Parity].Lora;
             for (int i = 0; i < u.Lora.Members.Count; i++)

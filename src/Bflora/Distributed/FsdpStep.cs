@@ -49,8 +49,15 @@ public sealed partial class FsdpModel
         Tensor h;
         using (no_grad())
         {
-            Use(Embedding, Blocks.Count > 0 ? Blocks[0] : Head);
-            h = Model.Embed(inputs);
+            if (VocabParallelHead)
+            {
+                h = VocabParallel.Embed(_c, Embedding.FrozenShard.view(-1, Model.Args.Dim), inputs);
+            }
+            else
+            {
+                Use(Embedding, Blocks.Count > 0 ? Blocks[0] : Head);
+                h = Model.Embed(inputs);
+            }
             for (int i = 0; i < Blocks.Count; i++)
             {
                 Use(Blocks[i], i + 1 < Blocks.Count ? Blocks[i + 1] : Head);
@@ -61,12 +68,10 @@ public sealed partial class FsdpModel
 
         Use(Head, Blocks.Count > 0 ? Blocks[^1] : null);
         var last = h.detach().requires_grad_(true);
-        var logits = Model.Head(last);
-        // Cross-entropy on the bf16 logits, as the single-process path and the original compute it.
-        var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), labels.view(-1));
-        loss.div(divisor).backward();
-        double lossValue = loss.to(ScalarType.Float32).item<float>();
-        logits.Dispose();   // the largest activation; gone before the blocks are recomputed
+        double lossValue = VocabParallelHead
+            ? VocabParallel.CrossEntropyBackward(_c, Model.FinalNorm(last), OutputRows!.FrozenShard.view(-1, Model.Args.Dim),
+                labels, Model.Args.VocabSize, divisor)
+            : GatheredHeadBackward(last, labels, divisor);
         Head.ReduceScatterGrads(_c, _gradFull, _gradShard);
         var grad = last.grad ?? zeros_like(last);
 
@@ -85,6 +90,16 @@ public sealed partial class FsdpModel
             Blocks[i].ReduceScatterGrads(_c, _gradFull, _gradShard);
         }
         return lossValue;
+    }
+
+    /// <summary>The head gathered whole: cross-entropy on the bf16 logits, as the single-process path computes it.</summary>
+    private double GatheredHeadBackward(Tensor last, Tensor labels, double divisor)
+    {
+        using var scope = NewDisposeScope();   // the logits, the largest activation, go before the blocks are recomputed
+        var logits = Model.Head(last);
+        var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), labels.view(-1));
+        loss.div(divisor).backward();
+        return loss.to(ScalarType.Float32).item<float>();
     }
 
     private Tensor RunBlock(int i, Tensor x, Tensor cos, Tensor sin)

@@ -13,7 +13,8 @@ public sealed record FsdpMember(string Name, long[] Shape, long Offset)
 /// <summary>
 /// The flat layout of one group of parameters (a unit's frozen weights, or its LoRA adapters): members back to back,
 /// padded to a multiple of the world size so every rank holds an equal shard of <see cref="ShardNumel"/> elements.
-/// Rank r's shard is the flat range [r·ShardNumel, (r+1)·ShardNumel).
+/// Rank r's shard is the flat range [r·ShardNumel, (r+1)·ShardNumel). With <c>align</c> = d a [V, d] matrix is cut
+/// between rows: each shard holds ceil(V / W) whole rows (vocabulary-parallel embedding and head).
 /// </summary>
 public sealed class FlatLayout
 {
@@ -23,7 +24,7 @@ public sealed class FlatLayout
     public long PaddedNumel => ShardNumel * World;
     public int World { get; }
 
-    public FlatLayout(IEnumerable<(string Name, long[] Shape)> members, int world)
+    public FlatLayout(IEnumerable<(string Name, long[] Shape)> members, int world, long align = 1)
     {
         var list = new List<FsdpMember>();
         long offset = 0;
@@ -36,7 +37,7 @@ public sealed class FlatLayout
         Members = list;
         Numel = offset;
         World = world;
-        ShardNumel = (offset + world - 1) / world;
+        ShardNumel = (offset + world * align - 1) / (world * align) * align;
     }
 
     /// <summary>The part of <paramref name="m"/> inside rank <paramref name="rank"/>'s shard: (start in the member, start in the shard, count).</summary>
@@ -51,7 +52,8 @@ public sealed class FlatLayout
 /// A unit of FSDP sharding (a transformer block, the embedding, or the head = final norm + output): this rank's bf16
 /// shards of its frozen weights and of its LoRA adapters, and — for the LoRA part — the fp32 gradient shard and the
 /// optimizer slot (master and AdamW moments over the same shard). The module's parameters are permanent views into one
-/// of two shared gather buffers (<see cref="Parity"/>), valid only while this unit is the buffer's resident.
+/// of two shared gather buffers (<see cref="Parity"/>), valid only while this unit is the buffer's resident. Units used
+/// vocabulary-parallel are never gathered (parity -1).
 /// </summary>
 public sealed class FsdpUnit : IDisposable
 {

@@ -85,9 +85,12 @@ public static class MemoryPlanner
         // Base weights of one block: wq, wo (d·d), wk, wv (d·kvd), w1, w2, w3 (d·F), two RMSNorm weights.
         long block = 2 * d * d + 2 * d * kvd + 3 * d * f + 2 * d;
         long embedding = v * d;
-        // The head unit: final norm and output head (tied: the norm and the one shared embedding/output matrix).
-        long headFrozen = d + v * d;
         bool separateEmbedding = !a.TieEmbeddings;
+        // A frozen, unflipped output head (skipped by skip_patterns) goes vocabulary-parallel: the embedding and the
+        // output are sharded by rows, ceil(V / W)·d each, and never gathered; the head unit is the final norm alone.
+        // Otherwise the head unit is norm + output (tied: + the shared matrix) and is gathered, as is the embedding.
+        bool vocabParallel = !Converted("output", p.SkipPatterns);
+        long headFrozen = vocabParallel ? d : d + v * d;
 
         // LoRA on a converted Linear [out, in]: A [r, in] + B [out, r]. Skip patterns match names as the converter does.
         long[] loraPerLayer = new long[a.NLayers];
@@ -103,7 +106,9 @@ public static class MemoryPlanner
 
         // Parameters as the trainer (FsdpModel) stores them: per unit (each block, the embedding, the head) a flat bf16
         // shard of its frozen weights and one of its LoRA adapters, ceil(n / W) elements each. W = 1: everything whole.
-        long frozenElems = a.NLayers * Shard(block, w) + (separateEmbedding ? Shard(embedding, w) : 0) + Shard(headFrozen, w);
+        long frozenElems = a.NLayers * Shard(block, w) + Shard(headFrozen, w) + (vocabParallel
+            ? (separateEmbedding ? 2 : 1) * Shard(v, w) * d
+            : separateEmbedding ? Shard(embedding, w) : 0);
         long loraElems = loraPerLayer.Sum(x => Shard(x, w)) + Shard(loraHead, w);
         long parameters = 2 * (frozenElems + loraElems);
 
@@ -112,7 +117,7 @@ public static class MemoryPlanner
         if (p.FullTraining)
         {
             trainableShard = frozenElems;
-            largestTrainableUnit = Math.Max(block, headFrozen);
+            largestTrainableUnit = Math.Max(block, vocabParallel ? v * d : headFrozen);
         }
         else
         {
@@ -129,7 +134,7 @@ public static class MemoryPlanner
 
         // Gather buffers (W > 1): two, by unit parity — block i uses buffer i mod 2, the embedding buffer 1, the head
         // buffer L mod 2 — each as large as its largest unit's padded frozen part plus its largest padded LoRA part.
-        // One holds the unit computing, the other the prefetched next unit. The embedding is gathered whole for now.
+        // One holds the unit computing, the other the prefetched next unit.
         long[] frozenMax = new long[2], loraMax = new long[2];
         void Fits(int parity, long frozen, long lora)
         {
@@ -137,12 +142,12 @@ public static class MemoryPlanner
             loraMax[parity] = Math.Max(loraMax[parity], Padded(lora, w));
         }
         for (int l = 0; l < a.NLayers; l++) Fits(l % 2, block, loraPerLayer[l]);
-        if (separateEmbedding) Fits(1, embedding, 0);
+        if (separateEmbedding && !vocabParallel) Fits(1, embedding, 0);
         Fits(a.NLayers % 2, headFrozen, loraHead);
         long[] buffers = { 2 * (frozenMax[0] + loraMax[0]), 2 * (frozenMax[1] + loraMax[1]) };
         long gathered = w > 1 ? buffers.Max() : 0;
         long prefetch = w > 1 ? buffers.Min() : 0;
-        string unit = Math.Max(headFrozen, separateEmbedding ? embedding : 0) > block ? "output" : "transformer block";
+        string unit = !vocabParallel && Math.Max(headFrozen, separateEmbedding ? embedding : 0) > block ? "output" : "transformer block";
 
         // Activations with checkpointing (bf16 = 2 bytes per element, per token):
         //   kept for backward: every layer's block input, L·d;
@@ -156,6 +161,9 @@ public static class MemoryPlanner
         long kept = 2 * a.NLayers * tokens * d;
         long recompute = 2 * tokens * (14 * d + 3 * kvd + 5 * f + r7) + 4 * tokens * a.NHeads;
         long headActs = tokens * (2 * d + 10 * v);
+        // Vocab-parallel at W > 1: every rank's final hidden states gathered (bf16) with their bf16 gradient and its
+        // fp32 copy for the reduce-scatter, W·tokens·d each; the logits stay W·tokens·ceil(V/W) ≈ tokens·V.
+        if (vocabParallel && w > 1) headActs += w * tokens * d * (2 + 2 + 4);
         long activations = kept + recompute + headActs;
 
         return new MemoryPlan(p.World, parameters, gathered, unit, prefetch, optimizer, grads, activations);

@@ -31,15 +31,16 @@ public class MemoryPlanTests
         // fp32 shard + one block's gradient before the reduce-scatter + the micro-batch shard + two ring buffers
         Assert.Equal(4 * L * loraBlock / 4 + 4 * loraBlock + 3 * 4 * loraBlock / 4, p.Grads);
 
-        // Buffer 0 (even blocks, and the head since L is even) fits norm + output; buffer 1 (odd blocks, embedding) the
-        // embedding; both outweigh a block, and each has room for a block's LoRA.
-        Assert.Equal(2 * (d + V * d + loraBlock), p.GatheredBlock);
-        Assert.Equal("output", p.GatheredUnit);
-        Assert.Equal(2 * (V * d + loraBlock), p.Prefetch);
+        // The output is skipped, so embedding and output are vocab-parallel and never gathered: both buffers hold a
+        // block with its LoRA (the head unit, the final norm, fits in buffer 0).
+        Assert.Equal(2 * (block + loraBlock), p.GatheredBlock);
+        Assert.Equal("transformer block", p.GatheredUnit);
+        Assert.Equal(2 * (block + loraBlock), p.Prefetch);
 
         long activations = 2 * L * T * d                                          // block inputs kept per layer
                            + 2 * T * (14 * d + 3 * kvd + 5 * F + 7 * r) + 4 * T * 64 // one block recomputed
-                           + T * (2 * d + 10 * V);                                // final norm, logits, log-softmax, logit grads
+                           + T * (2 * d + 10 * V)                                 // final norm, logits, log-softmax, logit grads
+                           + 4 * T * d * 8;                                       // 4 ranks' hidden states, their grads
         Assert.Equal(activations, p.Activations);
         Assert.Equal(p.Params + p.GatheredBlock + p.Prefetch + p.LoraMasterAndOptimizer + p.Grads + p.Activations, p.Total);
     }
@@ -52,7 +53,8 @@ public class MemoryPlanTests
         Assert.True(two.Params <= 0.55 * one.Params, $"{two.Params} vs {one.Params}");
         Assert.Equal(0, one.GatheredBlock);   // world 1: nothing sharded, nothing gathered
         Assert.True(two.LoraMasterAndOptimizer <= 0.55 * one.LoraMasterAndOptimizer);
-        Assert.Equal(one.Activations, two.Activations);   // activations depend on the local batch only
+        // Activations depend on the local batch, plus (vocab-parallel head) every rank's final hidden states.
+        Assert.Equal(one.Activations + 2 * 2 * 2048L * 8192 * 8, two.Activations);
     }
 
     [Fact]
@@ -60,8 +62,8 @@ public class MemoryPlanTests
     {
         var p = Plan70B(4, "training.trainable=\"full\"");
         Assert.Equal(12 * (p.Params / 2), p.LoraMasterAndOptimizer);
-        // + the head unit's (norm + output) unsharded fp32 gradient, the micro-batch shard and the two ring buffers
-        const long head = 8192 + 128256L * 8192;
+        // + the largest unit's (the output head) unsharded fp32 gradient, the micro-batch shard and the two ring buffers
+        const long head = 128256L * 8192;
         Assert.Equal(4 * (p.Params / 2) + 4 * head + 3 * 4 * head / 4, p.Grads);
     }
 

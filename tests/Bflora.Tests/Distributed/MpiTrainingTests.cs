@@ -31,9 +31,10 @@ public class MpiTrainingTests
             Assert.Equal(w1.Count, w2.Count);
             for (int i = 0; i < w1.Count; i++)
             {
-                // Same windows, same flips: the losses agree; gradients differ only by summation order and where the
-                // sum is held (bf16 .grad over micro-batches at world 1, fp32 all-reduce at world 2).
-                Assert.Equal(w1[i].Loss, w2[i].Loss, 3);
+                // Same windows, same flips: the losses agree to bf16 precision (world 1: bf16 cross-entropy; world 2:
+                // the vocabulary-parallel log-sum-exp in fp32, within one bf16 ulp at ~6 = 0.03125); gradients differ
+                // only by rounding and where the sum is held (bf16 .grad at world 1, fp32 reduce-scatter at world 2).
+                Assert.True(Math.Abs(w1[i].Loss - w2[i].Loss) <= 0.032, $"step {i + 1}: {w1[i].Loss} vs {w2[i].Loss}");
                 Assert.True(Math.Abs(w1[i].Norm - w2[i].Norm) <= 1e-3 * w1[i].Norm, $"step {i + 1}: {w1[i].Norm} vs {w2[i].Norm}");
             }
         }

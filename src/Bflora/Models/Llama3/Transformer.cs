@@ -96,6 +96,9 @@ public sealed class Transformer : nn.Module<Tensor, Tensor>
     /// <summary>Final norm and output head: logits for the last block's output (a sharded trainer drives blocks itself).</summary>
     public Tensor Head(Tensor h) => output.call(norm.call(h));
 
+    /// <summary>The final norm alone (a vocabulary-parallel trainer applies its own slice of the output head).</summary>
+    public Tensor FinalNorm(Tensor h) => norm.call(h);
+
     /// <summary>Rotary tables covering <paramref name="seqLen"/> positions, grown on demand and kept.</summary>
     internal (Tensor Cos, Tensor Sin) RopeFor(long seqLen, Device device)
     {

@@ -7,6 +7,12 @@ namespace Bflora.Training;
 /// <summary>What `bflora train` was asked for.</summary>
 public sealed record TrainOptions(string OutputFolder, bool Resume = false, bool TrainSplitOnly = false);
 
+/// <summary>
+/// A step whose loss or gradient norm is not finite, with training.skip_nonfinite off. Both numbers are reduced over
+/// ranks, so every rank stops at the same step with the same message.
+/// </summary>
+public sealed class NonFiniteStepException(string message) : BfloraInputException(message);
+
 /// <summary>How a run went: steps done, mean throughput of this process, the last checkpoint, all metrics rows.</summary>
 public sealed record TrainResult(long Steps, double TokensPerSecond, string LastCheckpoint, IReadOnlyList<MetricsRow> Rows);
 
@@ -73,7 +79,7 @@ public static class TrainRun
             {
                 string what = $"loss {step.Loss:G4}, gradient norm {step.GradNorm:G4}";
                 if (!t.SkipNonfinite)
-                    throw new BfloraInputException(
+                    throw new NonFiniteStepException(
                         $"step {step.Step}: non-finite {what}; stopped without applying it, the last complete checkpoint is " +
                         $"{Checkpointer.Newest(output) ?? "none"} (training.skip_nonfinite = true skips such steps)");
                 skips++;

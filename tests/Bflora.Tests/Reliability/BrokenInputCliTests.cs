@@ -41,7 +41,7 @@ public class BrokenInputCliTests(BrokenHfFolder model) : IClassFixture<BrokenHfF
         EvalFails("nobody-here/no-such-model", "not in the Hugging Face cache", "huggingface-cli download");
 
     [Fact]
-    public void A_missing_config_json() 
+    public void A_missing_config_json()
     {
         string folder = model.Copy();
         File.Delete(Path.Combine(folder, "config.json"));
@@ -110,6 +110,15 @@ public class BrokenInputCliTests(BrokenHfFolder model) : IClassFixture<BrokenHfF
         BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)bytes.Length * 3);
         File.WriteAllBytes(file, bytes);
         EvalFails(folder, "header length", "larger than");
+    }
+
+    [Fact]
+    public void A_dataset_hub_id_not_in_the_cache_says_where_it_looked()
+    {
+        using var dir = new TempFolder();
+        var r = CliRunner.Run(["eval", "--config", Debug, "--num-samples", "2", "--set", "data.path=\"nobody-here/no-such-data\""],
+            CleanError.Timeout, environment: new Dictionary<string, string> { ["HF_HUB_CACHE"] = dir.File("hub") });
+        CleanError.Check(r, "nobody-here/no-such-data", "Hugging Face cache", "huggingface-cli download");
     }
 
     [Theory]

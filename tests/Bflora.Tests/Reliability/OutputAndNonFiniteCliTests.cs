@@ -27,24 +27,25 @@ public class OutputAndNonFiniteCliTests
     [Fact]
     public void A_full_output_disk_is_reported_before_the_first_step()
     {
-        using var dir = new TempFolder();
-        string mount = dir.File("tiny");
-        Directory.CreateDirectory(mount);
-        // A 64 KiB tmpfs is a real full disk for a checkpoint of ~200 KB; mounting needs root, as ./test.sh runs.
-        var mounted = Process.Start("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mount])!;
-        mounted.WaitForExit();
-        Assert.True(mounted.ExitCode == 0, "mount -t tmpfs failed: this test needs root (./test.sh runs as root)");
-        try
-        {
-            var r = CliRunner.Run(Train(Path.Combine(mount, "run"), 2), CleanError.Timeout);
-            CleanError.Check(r, "bytes free", "a checkpoint needs about");
-            Assert.DoesNotContain("Step 1/", r.Stdout);
-            Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(mount, "run")));
-        }
-        finally
-        {
-            Process.Start("umount", [mount])!.WaitForExit();
-        }
+        using var disk = new TinyDisk("64k");
+        var r = CliRunner.Run(Train(disk.File("run"), 2), CleanError.Timeout);
+        CleanError.Check(r, "bytes free", "a checkpoint needs about");
+        Assert.DoesNotContain("Step 1/", r.Stdout);
+        Assert.Empty(Directory.GetFileSystemEntries(disk.File("run")));
+    }
+
+    [Fact]
+    public void A_disk_that_fills_up_mid_run_ends_it_naming_the_last_complete_checkpoint()
+    {
+        // Room for two checkpoints of ~155 KB, not three.
+        using var disk = new TinyDisk("400k");
+        string output = disk.File("run");
+        var r = CliRunner.Run(Train(output, 5, "--set", "training.save_freq=1"), CleanError.Timeout);
+        string last = Path.Combine(output, "checkpoints", "step-2");
+        CleanError.Check(r, "cannot write the checkpoint of step 3", "No space left on device", $"the last complete checkpoint is {last}");
+        Assert.Equal(new[] { "step-1", "step-2" },
+            Directory.GetDirectories(Path.Combine(output, "checkpoints")).Select(Path.GetFileName).Order());
+        Assert.True(File.Exists(Path.Combine(last, "trainer_state", "state.json")));
     }
 
     [Fact]
@@ -77,6 +78,30 @@ public class OutputAndNonFiniteCliTests
         // No update was applied: the checkpoint's AdamW state has counted no optimizer step.
         string state = File.ReadAllText(Path.Combine(output, "checkpoints", "step-2", "trainer_state", "state.json"));
         Assert.Contains("\"optimizer_steps\": 0", state);
+    }
+
+    /// <summary>
+    /// A tmpfs of the given size: a real full disk. Mounting needs root, as ./test.sh runs; without it the test fails
+    /// saying so rather than passing silently.
+    /// </summary>
+    private sealed class TinyDisk : IDisposable
+    {
+        private readonly TempFolder _dir = new();
+
+        public TinyDisk(string size)
+        {
+            using var mount = Process.Start("mount", ["-t", "tmpfs", "-o", $"size={size}", "tmpfs", _dir.Path])!;
+            mount.WaitForExit();
+            Assert.True(mount.ExitCode == 0, "mount -t tmpfs failed: the full-disk tests need root (./test.sh runs as root)");
+        }
+
+        public string File(string name) => _dir.File(name);
+
+        public void Dispose()
+        {
+            using (var umount = Process.Start("umount", [_dir.Path])!) umount.WaitForExit();
+            _dir.Dispose();
+        }
     }
 
     private static Dictionary<string, byte[]> Snapshot(string folder) =>

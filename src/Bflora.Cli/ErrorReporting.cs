@@ -34,7 +34,9 @@ public static class ErrorReporting
         return code;
     }
 
+    // Any IOException that reaches here is about a path the user named (an output that is a folder, a full disk): the
+    // system's message names the path, and it is no bug of bflora's.
     private static bool IsUserError(Exception e) => e is ConfigException or BfloraInputException or ArgumentException
-        or FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or InvalidDataException
+        or IOException or UnauthorizedAccessException or InvalidDataException
         || e.GetType().Name.EndsWith("FormatException", StringComparison.Ordinal);
 }

@@ -57,6 +57,14 @@ public class BrokenInputCliTests(BrokenHfFolder model) : IClassFixture<BrokenHfF
     }
 
     [Fact]
+    public void A_config_json_with_sizes_no_model_can_have()
+    {
+        string folder = model.Copy();
+        BrokenHfFolder.EditConfig(folder, c => c["num_key_value_heads"] = 0);
+        EvalFails(folder, "config.json", "'num_key_value_heads' is 0");
+    }
+
+    [Fact]
     public void A_missing_tensor()
     {
         string folder = model.Copy();
@@ -110,6 +118,15 @@ public class BrokenInputCliTests(BrokenHfFolder model) : IClassFixture<BrokenHfF
         BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)bytes.Length * 3);
         File.WriteAllBytes(file, bytes);
         EvalFails(folder, "header length", "larger than");
+    }
+
+    [Fact]
+    public void A_json_output_that_is_a_folder()
+    {
+        using var dir = new TempFolder();
+        var r = CliRunner.Run(["eval", "--config", Debug, "--num-samples", "2", "--json", dir.Path], CleanError.Timeout);
+        CleanError.Check(r, dir.Path);
+        Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
     }
 
     [Fact]

@@ -137,7 +137,9 @@ public static class TrainRun
     private static void EnsureSpace(string output, TrainingSession session)
     {
         long masters = session.Slots.Sum(s => TensorMemory.ByteLength(s.Master));
-        long weights = 2 * (session.FullTraining ? session.Model.parameters().Sum(p => p.numel()) : session.Trainable.Sum(t => t.Param.numel()));
+        long weights = 2 * (session.FullTraining
+            ? session.Model.parameters().Sum(p => p.numel())
+            : session.Trainable.Sum(t => t.Param.numel()));
         long need = 3 * masters + weights + (64 << 10);
         long free = new DriveInfo(output).AvailableFreeSpace;
         if (free < need)

@@ -92,7 +92,9 @@ public class OutputAndNonFiniteCliTests
         {
             using var mount = Process.Start("mount", ["-t", "tmpfs", "-o", $"size={size}", "tmpfs", _dir.Path])!;
             mount.WaitForExit();
-            Assert.True(mount.ExitCode == 0, "mount -t tmpfs failed: the full-disk tests need root (./test.sh runs as root)");
+            if (mount.ExitCode == 0) return;
+            _dir.Dispose();
+            Assert.Fail("mount -t tmpfs failed: the full-disk tests need root (./test.sh runs as root)");
         }
 
         public string File(string name) => _dir.File(name);

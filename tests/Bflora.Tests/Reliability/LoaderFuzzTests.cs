@@ -104,6 +104,28 @@ public class LoaderFuzzTests
     }
 
     [Fact]
+    public void Mutated_shard_indexes_fail_only_with_checkpoint_format_errors()
+    {
+        using var dir = new TempFolder();
+        using (var scope = NewDisposeScope())
+        {
+            SafetensorsWriter.Write(dir.File("model-00001-of-00002.safetensors"),
+                new Dictionary<string, Tensor> { ["a"] = ones(2, 3, dtype: ScalarType.BFloat16) });
+            SafetensorsWriter.Write(dir.File("model-00002-of-00002.safetensors"),
+                new Dictionary<string, Tensor> { ["b"] = ones(4, dtype: ScalarType.Float32) });
+        }
+        byte[] original = Encoding.UTF8.GetBytes("{\"metadata\": {\"total_size\": 28}, \"weight_map\": " +
+            "{\"a\": \"model-00001-of-00002.safetensors\", \"b\": \"model-00002-of-00002.safetensors\"}}");
+        const int seed = 8;
+        var rng = new Random(seed);
+        for (int i = 0; i < 1000; i++)
+        {
+            File.WriteAllBytes(dir.File(HfCheckpoint.IndexFileName), Mutate(rng, original, JsonTokens, 0, original.Length));
+            ExpectClean<CheckpointFormatException>(seed, i, () => HfCheckpoint.Open(dir.Path));
+        }
+    }
+
+    [Fact]
     public void Mutated_config_json_files_fail_only_with_checkpoint_format_errors()
     {
         using var dir = new TempFolder();

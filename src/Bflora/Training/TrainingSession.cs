@@ -226,13 +226,18 @@ public sealed class TrainingSession : IDisposable
         }
         double lr = schedule.LrAt(k);
         double norm = fsdp.ClipGradients(Config.Training.MaxNorm);
-        Optimizer.Step(Slots, fsdp.GradShards, lr);
-        fsdp.CopyMastersToShards();
+        double meanLoss = _sync.MeanOverRanks(lossSum / Layout.Accumulation);
+        // Both are reduced over ranks, so every rank skips (or not) alike, as on the single-process path.
+        bool skipped = !double.IsFinite(meanLoss) || !double.IsFinite(norm);
+        if (!skipped)
+        {
+            Optimizer.Step(Slots, fsdp.GradShards, lr);
+            fsdp.CopyMastersToShards();
+        }
         Converted.Step.Value++;
         CompletedSteps = k;
         long tokens = (long)Layout.GlobalBatch * Config.Training.SeqLen;
-        return new StepResult(k, _sync.MeanOverRanks(lossSum / Layout.Accumulation), lr, norm, tokens,
-            clock.Elapsed.TotalSeconds);
+        return new StepResult(k, meanLoss, lr, norm, tokens, clock.Elapsed.TotalSeconds, skipped);
     }
 
     /// <summary>Rounds each master into its (bf16) parameter, or under FSDP into this rank's bf16 shard.</summary>

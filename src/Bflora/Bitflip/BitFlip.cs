@@ -50,6 +50,32 @@ public static unsafe class BitFlip
         return result;
     }
 
+    /// <summary>
+    /// Flat indices (int64, ascending) of the elements of src that op's zero-out dropped, given flipped = flip(src);
+    /// null when there are none or op has no zero-out. A dropped element reads +0 in flipped, so only the (few) zeros
+    /// there are candidates; each is settled exactly by regenerating its own masks, without a second full-size pass.
+    /// </summary>
+    public static Tensor? DroppedPositions(Tensor src, Tensor flipped, FlipOp op, long indexOffset = 0)
+    {
+        if (op.ZeroOutThreshold is not float t) return null;
+        var fmt = FlipFormats.Of(src.dtype);
+        using var zeros = flipped.reshape(-1).eq(0);
+        using var candidates = zeros.nonzero().reshape(-1);
+        long count = candidates.numel();
+        if (count == 0) return null;
+        using var picked = src.reshape(-1).index_select(0, candidates);
+        uint[] words = TensorBits.ReadWords(picked);
+        long[] at = candidates.data<long>().ToArray();
+        var noZeroOut = op.WithoutZeroOut();
+        var dropped = new List<long>();
+        for (int k = 0; k < words.Length; k++)
+        {
+            uint value = ReferenceFlip.Apply([words[k]], fmt, noZeroOut, indexOffset + at[k])[0];
+            if (!(Math.Abs(FlipFormats.ToSingle(fmt, value)) < t)) dropped.Add(at[k]);
+        }
+        return dropped.Count == 0 ? null : torch.tensor(dropped.ToArray(), ScalarType.Int64);
+    }
+
     static int Threads(int maxThreads) => maxThreads > 0 ? maxThreads : torch.get_num_threads();
 }
 

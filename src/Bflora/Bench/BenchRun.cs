@@ -53,7 +53,7 @@ public static class BenchRun
         try
         {
             var demo = TrainShape.Demo(quick);
-            var (on, off) = TrainBench.FlipsOnVsOff(demo, scratch, overrides, warmup: quick ? 1 : 2, steps: quick ? 2 : 7);
+            var (on, off) = TrainBench.FlipsOnVsOff(demo, scratch, overrides, warmup: quick ? 1 : 2, steps: quick ? 2 : 10);
             Add(new("flip_overhead", on / off - 1, 0.15, true,
                 $"demo model: {on * 1e3:F0} ms/step on, {off * 1e3:F0} ms off"));
 

@@ -42,7 +42,7 @@ public static class BenchRun
         double gflops = KernelBench.MatmulGflops(quick ? 512 : 2048, quick ? 2 : 5);
         Add(new("matmul_bf16_gflops", gflops, null, false, "2048³ bf16 matmul, all threads"));
 
-        var flips = KernelBench.FlipVsCopy(quick ? 1L << 20 : 128L << 20, quick ? 2 : 5);
+        var flips = KernelBench.FlipVsCopy(quick ? 1L << 20 : 128L << 20, quick ? 2 : 12);
         Add(new("copy_gbps", flips.CopyGbps, null, false, $"copy_ of {flips.Bytes >> 20} MiB bf16, read+write"));
         Add(new("bitflip_vs_copy", flips.CopySeconds / flips.FastSeconds, 0.7, false, "fast kernel, exp+frac 0.5^16, zero-out"));
         Add(new("bitflip_philox_vs_copy", flips.CopySeconds / flips.PhiloxSeconds, null, false, "Philox kernel, same flips"));

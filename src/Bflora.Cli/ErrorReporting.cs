@@ -1,5 +1,6 @@
 using Bflora.Config;
 using Bflora.Distributed;
+using Bflora.Training;
 
 namespace Bflora.Cli;
 
@@ -12,6 +13,14 @@ public static class ErrorReporting
     public static int Report(Exception error)
     {
         var e = error is AggregateException { InnerExceptions.Count: 1 } agg ? agg.InnerExceptions[0] : error;
+        if (e is NonFiniteStepException && DistributedRuntime.MpiStarted)
+        {
+            // Every rank reaches this verdict at the same step, so all end together through MPI_Finalize (no abort
+            // banner) and rank 0 alone says why.
+            if (LaunchInfo.Current.Rank == 0) Console.Error.WriteLine($"error: {e.Message}");
+            DistributedRuntime.Finish();
+            return ExitCodes.BadInput;
+        }
         bool user = IsUserError(e);
         if (DistributedRuntime.ShouldReport(user))
         {
@@ -25,7 +34,9 @@ public static class ErrorReporting
         return code;
     }
 
+    // Any IOException that reaches here is about a path the user named (an output that is a folder, a full disk): the
+    // system's message names the path, and it is no bug of bflora's.
     private static bool IsUserError(Exception e) => e is ConfigException or BfloraInputException or ArgumentException
-        or FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or InvalidDataException
+        or IOException or UnauthorizedAccessException or InvalidDataException
         || e.GetType().Name.EndsWith("FormatException", StringComparison.Ordinal);
 }

@@ -9,7 +9,7 @@ public sealed class CheckpointFormatException : Exception
     public string FilePath { get; }
 
     public CheckpointFormatException(string filePath, string problem, Exception? inner = null)
-        : base($"{filePath}: {problem}", inner)
+        : base(OneLine.Of($"{filePath}: {problem}"), inner)
     {
         FilePath = filePath;
     }

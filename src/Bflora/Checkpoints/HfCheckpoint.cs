@@ -103,6 +103,11 @@ public sealed class HfCheckpoint
         {
             throw new CheckpointFormatException(indexPath, $"not valid JSON ({e.Message.Split('\n')[0]})", e);
         }
+        catch (InvalidOperationException e)
+        {
+            // Invalid UTF-8 or an escaped lone surrogate in a string passes the parser and fails only when it is read.
+            throw new CheckpointFormatException(indexPath, $"holds a string that is not valid text ({e.Message})", e);
+        }
     }
 
     public CheckpointTensor Info(string name) =>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Unicode;
 using Bflora.Models.Llama3;
 
 namespace Bflora.Checkpoints;
@@ -14,10 +15,13 @@ public static class HfConfig
     {
         if (Directory.Exists(path)) path = Path.Combine(path, FileName);
         if (!File.Exists(path)) throw new CheckpointFormatException(path, "file not found");
+        byte[] bytes = File.ReadAllBytes(path);
+        // JsonDocument checks the UTF-8 of a string only when it is read, and then throws InvalidOperationException.
+        if (!Utf8.IsValid(bytes)) throw new CheckpointFormatException(path, "not valid UTF-8");
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            doc = JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
         {
@@ -25,32 +29,61 @@ public static class HfConfig
         }
         using (doc)
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) throw new CheckpointFormatException(path, "not a JSON object");
-            string? modelType = OptionalString(path, root, "model_type");
-            if (modelType is not null && modelType != "llama")
-                throw new CheckpointFormatException(path, $"model_type is '{modelType}', only 'llama' is supported");
-
-            int dim = RequiredInt(path, root, "hidden_size");
-            int heads = RequiredInt(path, root, "num_attention_heads");
-            if (heads <= 0) throw new CheckpointFormatException(path, $"num_attention_heads is {heads}");
-            if (OptionalInt(path, root, "head_dim") is { } headDim && headDim != dim / heads)
-                throw new CheckpointFormatException(path,
-                    $"head_dim {headDim} differs from hidden_size/num_attention_heads = {dim / heads}, which this model needs");
-
-            return new ModelArgs(
-                Dim: dim,
-                NLayers: RequiredInt(path, root, "num_hidden_layers"),
-                NHeads: heads,
-                NKvHeads: OptionalInt(path, root, "num_key_value_heads") ?? heads,
-                FfnHidden: RequiredInt(path, root, "intermediate_size"),
-                VocabSize: RequiredInt(path, root, "vocab_size"),
-                RopeTheta: OptionalDouble(path, root, "rope_theta") ?? 10000.0,
-                NormEps: OptionalDouble(path, root, "rms_norm_eps") ?? 1e-6,
-                RopeScaling: ReadRopeScaling(path, root),
-                TieEmbeddings: OptionalBool(path, root, "tie_word_embeddings") ?? false,
-                MaxSeqLen: OptionalInt(path, root, "max_position_embeddings") ?? 2048);
+            try
+            {
+                return Read(path, doc.RootElement);
+            }
+            catch (InvalidOperationException e)
+            {
+                // An escaped lone surrogate ("\ud800") passes the parser and fails only when the string is read.
+                throw new CheckpointFormatException(path, $"holds a string that is not valid text ({e.Message})", e);
+            }
         }
+    }
+
+    private static ModelArgs Read(string path, JsonElement root)
+    {
+        if (root.ValueKind != JsonValueKind.Object) throw new CheckpointFormatException(path, "not a JSON object");
+        string? modelType = OptionalString(path, root, "model_type");
+        if (modelType is not null && modelType != "llama")
+            throw new CheckpointFormatException(path, $"model_type is '{modelType}', only 'llama' is supported");
+
+        int dim = RequiredInt(path, root, "hidden_size");
+        int heads = RequiredInt(path, root, "num_attention_heads");
+        if (heads <= 0) throw new CheckpointFormatException(path, $"num_attention_heads is {heads}");
+        if (OptionalInt(path, root, "head_dim") is { } headDim && headDim != dim / heads)
+            throw new CheckpointFormatException(path,
+                $"head_dim {headDim} differs from hidden_size/num_attention_heads = {dim / heads}, which this model needs");
+
+        var args = new ModelArgs(
+            Dim: dim,
+            NLayers: RequiredInt(path, root, "num_hidden_layers"),
+            NHeads: heads,
+            NKvHeads: OptionalInt(path, root, "num_key_value_heads") ?? heads,
+            FfnHidden: RequiredInt(path, root, "intermediate_size"),
+            VocabSize: RequiredInt(path, root, "vocab_size"),
+            RopeTheta: OptionalDouble(path, root, "rope_theta") ?? 10000.0,
+            NormEps: OptionalDouble(path, root, "rms_norm_eps") ?? 1e-6,
+            RopeScaling: ReadRopeScaling(path, root),
+            TieEmbeddings: OptionalBool(path, root, "tie_word_embeddings") ?? false,
+            MaxSeqLen: OptionalInt(path, root, "max_position_embeddings") ?? 2048);
+        CheckSizes(path, args);
+        return args;
+    }
+
+    /// <summary>Sizes a model can be built with; anything else would fail deep inside the model with a torch error.</summary>
+    private static void CheckSizes(string path, ModelArgs a)
+    {
+        foreach (var (key, value) in new[] { ("hidden_size", a.Dim), ("num_hidden_layers", a.NLayers),
+                     ("num_key_value_heads", a.NKvHeads), ("intermediate_size", a.FfnHidden), ("vocab_size", a.VocabSize),
+                     ("max_position_embeddings", a.MaxSeqLen) })
+            if (value <= 0) throw new CheckpointFormatException(path, $"'{key}' is {value}, expected a positive integer");
+        if (a.Dim % a.NHeads != 0 || a.NHeads % a.NKvHeads != 0 || a.Dim / a.NHeads % 2 != 0)
+            throw new CheckpointFormatException(path, $"hidden_size {a.Dim}, num_attention_heads {a.NHeads} and " +
+                $"num_key_value_heads {a.NKvHeads} do not divide into whole, even-sized heads");
+        foreach (var (key, value) in new[] { ("rope_theta", a.RopeTheta), ("rms_norm_eps", a.NormEps) })
+            if (!(value > 0 && double.IsFinite(value)))
+                throw new CheckpointFormatException(path, $"'{key}' is {value}, expected a positive number");
     }
 
     private static RopeScaling? ReadRopeScaling(string path, JsonElement root)

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text.Json;
+using System.Text.Unicode;
 using Microsoft.Win32.SafeHandles;
 using static TorchSharp.torch;
 
@@ -53,13 +54,23 @@ public sealed class SafetensorsFile
         var header = new byte[headerLength];
         RandomAccess.Read(handle, header, 8);
         long dataStart = 8 + (long)headerLength;
-        var (metadata, tensors) = ParseHeader(path, header, dataStart, fileSize - dataStart);
-        return new SafetensorsFile(path, metadata, tensors);
+        try
+        {
+            var (metadata, tensors) = ParseHeader(path, header, dataStart, fileSize - dataStart);
+            return new SafetensorsFile(path, metadata, tensors);
+        }
+        catch (InvalidOperationException e)
+        {
+            // An escaped lone surrogate ("\ud800") passes the parser and fails only when the string is read.
+            throw new CheckpointFormatException(path, $"header holds a string that is not valid text ({e.Message})", e);
+        }
     }
 
     private static (Dictionary<string, string>, Dictionary<string, SafetensorsTensorInfo>) ParseHeader(
         string path, byte[] header, long dataStart, long dataLength)
     {
+        // JsonDocument checks the UTF-8 of a string only when it is read, and then throws InvalidOperationException.
+        if (!Utf8.IsValid(header)) throw new CheckpointFormatException(path, "header is not valid JSON (invalid UTF-8)");
         JsonDocument doc;
         try
         {

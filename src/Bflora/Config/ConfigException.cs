@@ -1,4 +1,4 @@
 namespace Bflora.Config;
 
 /// <summary>A user error in a config file or override; the message is one line naming the key.</summary>
-public sealed class ConfigException(string message) : Exception(message);
+public sealed class ConfigException(string message) : Exception(OneLine.Of(message));

@@ -130,7 +130,7 @@ public sealed class TextSource
         {
             string ext = Path.GetExtension(path).ToLowerInvariant();
             if (!ReadableExtensions.Contains(ext))
-                throw new NotSupportedException($"data file {path}: extension '{ext}' is not supported (use .txt, .jsonl or .parquet)");
+                throw new BfloraInputException($"data file {path}: extension '{ext}' is not supported (use .txt, .jsonl or .parquet)");
             return [path];
         }
         if (!Directory.Exists(path))

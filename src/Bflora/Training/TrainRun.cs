@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Bflora.Checkpoints;
 using Bflora.Config;
 
 namespace Bflora.Training;
@@ -6,12 +7,19 @@ namespace Bflora.Training;
 /// <summary>What `bflora train` was asked for.</summary>
 public sealed record TrainOptions(string OutputFolder, bool Resume = false, bool TrainSplitOnly = false);
 
+/// <summary>
+/// A step whose loss or gradient norm is not finite, with training.skip_nonfinite off. Both numbers are reduced over
+/// ranks, so every rank stops at the same step with the same message.
+/// </summary>
+public sealed class NonFiniteStepException(string message) : BfloraInputException(message);
+
 /// <summary>How a run went: steps done, mean throughput of this process, the last checkpoint, all metrics rows.</summary>
 public sealed record TrainResult(long Steps, double TokensPerSecond, string LastCheckpoint, IReadOnlyList<MetricsRow> Rows);
 
 /// <summary>
 /// The train command's whole path: check the output folder, open the session (and resume it), run the steps with
-/// logging and checkpoints, then the final checkpoint and loss.png.
+/// logging and checkpoints, then the final checkpoint and loss.png. A step with a non-finite loss or gradient stops
+/// the run (exit 2, the last complete checkpoint left as it was) or, with training.skip_nonfinite, is skipped and counted.
 /// </summary>
 public static class TrainRun
 {
@@ -35,7 +43,10 @@ public static class TrainRun
                          ?? throw new BfloraInputException($"--resume: no complete checkpoint under {Checkpointer.Root(output)}");
         }
 
+        if (lead) RemoveUnfinishedCheckpoints(output);
+
         using var session = TrainingSession.Open(config, options.TrainSplitOnly, sync);
+        EnsureSpace(output, session);
         if (resumeFrom is not null)
         {
             var state = Checkpointer.Load(resumeFrom, session);
@@ -56,18 +67,33 @@ public static class TrainRun
         long tokens = 0;
         double lossSum = 0;
         int lossCount = 0;
+        long skips = 0;
         string? lastCheckpoint = null;
         while (session.CompletedSteps < t.Steps)
         {
             var step = session.Step(schedule);
             tokens += step.Tokens;
-            lossSum += step.Loss;
-            lossCount++;
             double elapsed = clock.Elapsed.TotalSeconds;
             double tokensPerSecond = tokens / Math.Max(elapsed, 1e-9);
-            var eta = TimeSpan.FromSeconds(elapsed / (step.Step - firstStep + 1) * (t.Steps - step.Step));
-            progress.Step(step.Step, t.Steps, step.Loss, tokensPerSecond, eta);
-            if (step.Step % t.LogFreq == 0)
+            if (step.Skipped)
+            {
+                string what = $"loss {step.Loss:G4}, gradient norm {step.GradNorm:G4}";
+                if (!t.SkipNonfinite)
+                    throw new NonFiniteStepException(
+                        $"step {step.Step}: non-finite {what}; stopped without applying it, the last complete checkpoint is " +
+                        $"{Checkpointer.Newest(output) ?? "none"} (training.skip_nonfinite = true skips such steps)");
+                skips++;
+                progress.Line($"Step {step.Step}/{t.Steps} | skipped: non-finite {what} | {skips} skipped so far");
+            }
+            else
+            {
+                lossSum += step.Loss;
+                lossCount++;
+                var eta = TimeSpan.FromSeconds(elapsed / (step.Step - firstStep + 1) * (t.Steps - step.Step));
+                progress.Step(step.Step, t.Steps, step.Loss, tokensPerSecond, eta);
+            }
+            // A skipped step has no numbers worth a row (JSON cannot hold NaN); its neighbours' rows carry on.
+            if (step.Step % t.LogFreq == 0 && !step.Skipped)
             {
                 var row = new MetricsRow(step.Step, lossSum / lossCount, step.Lr, step.GradNorm, tokensPerSecond);
                 lossSum = 0;
@@ -77,10 +103,11 @@ public static class TrainRun
             }
             if (step.Step % t.SaveFreq == 0 || step.Step == t.Steps)
             {
-                lastCheckpoint = Checkpointer.Save(output, session);
+                lastCheckpoint = SaveCheckpoint(output, session);
                 progress.Line($"Saved checkpoint {lastCheckpoint}");
             }
         }
+        if (skips > 0) progress.Line($"Skipped {skips} of {t.Steps - firstStep + 1} steps (non-finite loss or gradient)");
         double total = clock.Elapsed.TotalSeconds;
         var rows = MetricsLog.Read(output);
         if (lead && rows.Count > 0) LossPlot.Write(Path.Combine(output, "loss.png"), rows, $"{config.Name}: training loss");
@@ -101,6 +128,44 @@ public static class TrainRun
         {
             throw new BfloraInputException($"cannot write to the output folder {folder}: {e.Message}");
         }
+    }
+
+    /// <summary>
+    /// Fails before the first step when the output folder's file system cannot hold one checkpoint: the masters and
+    /// both AdamW moments, the adapter (or the whole model in full training) in bf16, and a little for JSON and metrics.
+    /// </summary>
+    private static void EnsureSpace(string output, TrainingSession session)
+    {
+        long masters = session.Slots.Sum(s => TensorMemory.ByteLength(s.Master));
+        long weights = 2 * (session.FullTraining
+            ? session.Model.parameters().Sum(p => p.numel())
+            : session.Trainable.Sum(t => t.Param.numel()));
+        long need = 3 * masters + weights + (64 << 10);
+        long free = new DriveInfo(output).AvailableFreeSpace;
+        if (free < need)
+            throw new BfloraInputException($"the output folder {output} has {free:N0} bytes free, a checkpoint needs about {need:N0}");
+    }
+
+    /// <summary>A disk that fills up later still ends the run with one line naming the checkpoint that survived.</summary>
+    private static string SaveCheckpoint(string output, TrainingSession session)
+    {
+        try
+        {
+            return Checkpointer.Save(output, session);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new BfloraInputException($"cannot write the checkpoint of step {session.CompletedSteps} under " +
+                $"{Checkpointer.Root(output)}: {e.Message}; the last complete checkpoint is {Checkpointer.Newest(output) ?? "none"}", e);
+        }
+    }
+
+    /// <summary>Hidden .step-N.*.tmp folders are checkpoints a killed run never finished; nothing reads them, so they go.</summary>
+    private static void RemoveUnfinishedCheckpoints(string output)
+    {
+        string root = Checkpointer.Root(output);
+        if (!Directory.Exists(root)) return;
+        foreach (string dir in Directory.GetDirectories(root, ".step-*.tmp")) Directory.Delete(dir, recursive: true);
     }
 
     private static string Describe(TrainingSession session)

@@ -11,8 +11,8 @@ using static TorchSharp.torch;
 
 namespace Bflora.Training;
 
-/// <summary>What one optimizer step did.</summary>
-public sealed record StepResult(long Step, double Loss, double Lr, double GradNorm, long Tokens, double Seconds);
+/// <summary>What one optimizer step did; <paramref name="Skipped"/>: its loss or gradient was not finite, so no update was applied.</summary>
+public sealed record StepResult(long Step, double Loss, double Lr, double GradNorm, long Tokens, double Seconds, bool Skipped = false);
 
 /// <summary>
 /// Everything one training run holds: the converted model, its trainable parameters with their master copies and
@@ -127,6 +127,9 @@ public sealed class TrainingSession : IDisposable
     /// One optimizer step k = CompletedSteps + 1 of <paramref name="totalSteps"/>: accumulation micro-batches of forward,
     /// bf16 cross-entropy / (accumulation · world), backward; then gradient reduction, clipping, AdamW at lr·f(k−1),
     /// masters rounded into the bf16 parameters, and the flip step counter + 1.
+    /// A non-finite loss or gradient norm (the same on every rank: both are reduced over ranks) leaves the masters and
+    /// the AdamW state untouched; the step still counts (its windows and flips are spent) and comes back Skipped, so the
+    /// caller decides between stopping and going on (training.skip_nonfinite).
     /// </summary>
     public StepResult Step(LrSchedule schedule)
     {
@@ -148,22 +151,27 @@ public sealed class TrainingSession : IDisposable
         }
 
         double lr = schedule.LrAt(k);
-        double norm;
+        double norm, meanLoss;
+        bool skipped;
         using (var scope = NewDisposeScope())
         {
             var dtype = Slots.Count > 0 ? Slots[0].Master.dtype : ScalarType.Float32;
             var grads = Trainable.Select(t => t.Param.grad is { } g ? g.to(dtype) : zeros_like(t.Param, dtype: dtype)).ToList();
             _sync.AllReduceGradients(grads);
             norm = GradientClipping.ClipInPlace(grads, Config.Training.MaxNorm);
-            Optimizer.Step(Slots, grads, lr);
-            CopyMastersToParameters();
+            meanLoss = _sync.MeanOverRanks(lossSum / Layout.Accumulation);
+            skipped = !double.IsFinite(meanLoss) || !double.IsFinite(norm);
+            if (!skipped)
+            {
+                Optimizer.Step(Slots, grads, lr);
+                CopyMastersToParameters();
+            }
         }
         foreach (var (_, p) in Trainable) p.grad = null;
         Converted.Step.Value++;
         CompletedSteps = k;
         long tokens = (long)Layout.GlobalBatch * Config.Training.SeqLen;
-        return new StepResult(k, _sync.MeanOverRanks(lossSum / Layout.Accumulation), lr, norm, tokens,
-            clock.Elapsed.TotalSeconds);
+        return new StepResult(k, meanLoss, lr, norm, tokens, clock.Elapsed.TotalSeconds, skipped);
     }
 
     /// <summary>Rounds each master into its (bf16) parameter.</summary>

@@ -10,7 +10,8 @@ public sealed record CliResult(int ExitCode, string Stdout, string Stderr)
 /// <summary>Runs the real CLI (the Bflora.Cli build beside the tests) as a child process, bounded by a timeout.</summary>
 public static class CliRunner
 {
-    public static CliResult Run(string[] args, TimeSpan? timeout = null, string? workingDirectory = null)
+    public static CliResult Run(string[] args, TimeSpan? timeout = null, string? workingDirectory = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -22,6 +23,7 @@ public static class CliRunner
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Bflora.Cli.dll"));
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment.Remove("BFLORA_DEBUG");
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
         using var process = Process.Start(start)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();

@@ -55,7 +55,7 @@ public sealed class TextSourceTests
     public void UnsupportedOrMissingPathsAreErrors()
     {
         using var dir = new TempDir();
-        Assert.Throws<NotSupportedException>(() => new TextSource(dir.Write("d.csv", "a,b")));
+        Assert.Throws<BfloraInputException>(() => new TextSource(dir.Write("d.csv", "a,b")));
         Assert.Throws<FileNotFoundException>(() => new TextSource(Path.Combine(dir.Path, "nope.txt")));
     }
 

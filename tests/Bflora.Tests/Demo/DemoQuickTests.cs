@@ -13,7 +13,7 @@ public sealed class DemoQuickTests : IDisposable
     [Fact]
     public void Quick_demo_shows_flips_hurting_and_lora_helping_and_writes_its_files()
     {
-        var r = CliRunner.Run(new[] { "demo", "--quick", "--out", _out }, TimeSpan.FromMinutes(6));
+        var r = CliRunner.Run(new[] { "demo", "--quick", "--out", _out }, TimeSpan.FromMinutes(12));
         Assert.True(r.ExitCode == 0, r.Stderr);
 
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(_out, "results.json")));

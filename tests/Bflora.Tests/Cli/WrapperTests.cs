@@ -1,0 +1,54 @@
+using System.Diagnostics;
+using Xunit;
+
+namespace Bflora.Tests.Cli;
+
+/// <summary>The ./bflora wrapper: builds once, serialises concurrent starts, and leaves dotnet alone when up to date.</summary>
+public sealed class WrapperTests : IDisposable
+{
+    private readonly string _fakeBin = Directory.CreateTempSubdirectory("bflora-fakebin-").FullName;
+
+    public void Dispose() => Directory.Delete(_fakeBin, recursive: true);
+
+    private static Process Start(string? pathPrefix)
+    {
+        var start = new ProcessStartInfo(Path.Combine(RepoPaths.Root, "bflora"))
+        {
+            WorkingDirectory = RepoPaths.Root,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        start.ArgumentList.Add("--help");
+        if (pathPrefix is not null) start.Environment["PATH"] = pathPrefix + ":" + Environment.GetEnvironmentVariable("PATH");
+        return Process.Start(start)!;
+    }
+
+    private static (int Code, string Out, string Err) Finish(Process p)
+    {
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(4))) { p.Kill(true); throw new TimeoutException("./bflora --help hung"); }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [Fact]
+    public void Concurrent_starts_both_succeed_and_an_up_to_date_build_never_calls_dotnet()
+    {
+        // Two starts at once, as `mpirun -n 2 ./bflora` does: the lock lets one build while the other waits.
+        var first = Start(null);
+        var second = Start(null);
+        foreach (var result in new[] { Finish(first), Finish(second) })
+        {
+            Assert.True(result.Code == 0, result.Err);
+            Assert.Contains("demo", result.Out);
+        }
+
+        // A dotnet that only records being called: the stamp must keep the wrapper away from it.
+        string marker = Path.Combine(_fakeBin, "called");
+        File.WriteAllText(Path.Combine(_fakeBin, "dotnet"), $"#!/bin/sh\ntouch '{marker}'\nexit 1\n");
+        File.SetUnixFileMode(Path.Combine(_fakeBin, "dotnet"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var upToDate = Finish(Start(_fakeBin));
+        Assert.True(upToDate.Code == 0, upToDate.Err);
+        Assert.False(File.Exists(marker), "the wrapper called dotnet although the build was up to date");
+    }
+}

@@ -1,0 +1,25 @@
+using Bflora.Tests.Cli;
+using Xunit;
+
+namespace Bflora.Tests.Reliability;
+
+/// <summary>The contract of issue #8 for one failed CLI run: exit 2 and exactly one "error:" line naming the cause.</summary>
+internal static class CleanError
+{
+    /// <summary>Every reliability case is bounded: a hang fails the test (CliRunner throws) instead of blocking the suite.</summary>
+    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
+
+    /// <summary>Asserts the contract; each of <paramref name="mentions"/> must appear in the error line, which is returned.</summary>
+    public static string Check(CliResult r, params string[] mentions)
+    {
+        string all = $"exit {r.ExitCode}\nstdout:\n{r.Stdout}\nstderr:\n{r.Stderr}";
+        Assert.True(r.ExitCode == 2, all);
+        Assert.DoesNotContain("Unhandled exception", r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+        Assert.DoesNotContain("internal failure", r.Stderr);
+        string line = Assert.Single(r.StderrLines, l => l.Trim().Length > 0);
+        Assert.StartsWith("error:", line);
+        foreach (string m in mentions) Assert.True(line.Contains(m, StringComparison.Ordinal), $"'{m}' missing from: {line}");
+        return line;
+    }
+}

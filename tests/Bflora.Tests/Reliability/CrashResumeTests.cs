@@ -1,0 +1,66 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Bflora.Tests.Checkpoints;
+using Bflora.Tests.Cli;
+using Xunit;
+
+namespace Bflora.Tests.Reliability;
+
+/// <summary>
+/// `kill -9` of the trainer (aimed at a checkpoint being written), then `--resume`: the run continues from the newest
+/// complete checkpoint and its losses from there on equal an uninterrupted run's. (A killed rank under mpirun:
+/// Distributed/MpiCollectivesTests.)
+/// </summary>
+public class CrashResumeTests
+{
+    private const int Steps = 6;
+
+    private static string[] Train(string output) =>
+        ["train", "--config", RepoPaths.Of("configs", "debug.toml"), "--steps", Steps.ToString(), "--out", output,
+         "--set", "training.seq_len=32", "--set", "training.log_freq=1", "--set", "training.save_freq=1"];
+
+    [Fact]
+    public void A_run_killed_while_checkpointing_resumes_with_identical_losses()
+    {
+        using var dir = new TempFolder();
+        string whole = dir.File("whole"), killed = dir.File("killed");
+        var reference = CliRunner.Run(Train(whole), CleanError.Timeout);
+        Assert.True(reference.ExitCode == 0, reference.Stderr);
+
+        KillDuringCheckpoint(killed, afterStep: 2);
+        string root = Path.Combine(killed, "checkpoints");
+        foreach (string step in Directory.GetDirectories(root, "step-*"))
+            Assert.True(File.Exists(Path.Combine(step, "trainer_state", "state.json")), $"{step} is visible but incomplete");
+
+        var resumed = CliRunner.Run([.. Train(killed), "--resume"], CleanError.Timeout);
+        Assert.True(resumed.ExitCode == 0, resumed.Stderr);
+        Assert.Contains("Resumed from", resumed.Stdout);
+        Assert.Empty(Directory.GetDirectories(root, ".step-*"));
+        Assert.Equal(Losses(whole), Losses(killed));
+    }
+
+    /// <summary>
+    /// Starts the trainer and sends SIGKILL as soon as a temporary checkpoint folder after <paramref name="afterStep"/>
+    /// shows up (mid-write), or at the latest when that checkpoint is complete.
+    /// </summary>
+    private static void KillDuringCheckpoint(string output, int afterStep)
+    {
+        var start = new ProcessStartInfo("dotnet") { WorkingDirectory = RepoPaths.Root, RedirectStandardOutput = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Bflora.Cli.dll"));
+        foreach (string a in Train(output)) start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        _ = process.StandardOutput.ReadToEndAsync();
+        string root = Path.Combine(output, "checkpoints");
+        var clock = Stopwatch.StartNew();
+        bool Due() => Directory.Exists(root) && Directory.GetDirectories(root).Select(Path.GetFileName)
+            .Any(n => n!.StartsWith($".step-{afterStep + 1}.", StringComparison.Ordinal) || n == $"step-{afterStep + 1}");
+        while (!Due() && !process.HasExited && clock.Elapsed < CleanError.Timeout) Thread.Sleep(1);
+        Assert.False(process.HasExited, "the trainer ended before it could be killed");
+        process.Kill(entireProcessTree: true);   // SIGKILL on Linux
+        process.WaitForExit();
+    }
+
+    private static List<double> Losses(string output) =>
+        File.ReadAllLines(Path.Combine(output, "metrics.jsonl"))
+            .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("loss").GetDouble()).ToList();
+}

@@ -12,8 +12,8 @@ public static class BfloraCommands
             "bflora: bitflip-aware LoRA fine-tuning of Llama-3 models (random bit flips in the activations and " +
             "weights of every Linear layer; LoRA adapters learn to tolerate them).")
         {
-            DemoCommand.Build(), TrainCommand.Build(), EvalCommand.Build(), PlanCommand.Build(), Bench(), ExportCommand.Build(),
-            SelftestMpiCommand.Build(),
+            DemoCommand.Build(), TrainCommand.Build(), EvalCommand.Build(), PlanCommand.Build(), BenchCommand.Build(),
+            ExportCommand.Build(), SelftestMpiCommand.Build(), BenchCommand.BuildWorker(),
         };
         return root;
     }
@@ -42,25 +42,4 @@ public static class BfloraCommands
     internal static void Warn(string message) => Console.Error.WriteLine($"warning: {message}");
 
     internal static Option<FileInfo> JsonOption() => new("--json") { Description = "also write the result as JSON to this file" };
-
-    private static Command Bench()
-    {
-        var cmd = new Command("bench", "Measure the performance ratios (flip kernel vs copy, flips on vs off, MFU, 2 ranks vs 1)")
-        {
-            JsonOption(),
-            SetOption(),
-        };
-        return NotBuilt(cmd, "issue #7 (benchmarks)");
-    }
-
-    /// <summary>A command of the contract whose implementation has not landed: it says so and exits 3.</summary>
-    private static Command NotBuilt(Command cmd, string trackedIn)
-    {
-        cmd.SetAction(_ =>
-        {
-            Console.Error.WriteLine($"bflora {cmd.Name}: not built yet (tracked in {trackedIn}).");
-            return ExitCodes.NotBuilt;
-        });
-        return cmd;
-    }
 }

@@ -82,29 +82,59 @@ public static unsafe class FlipKernels
         readonly uint? _zeroBits = op.ZeroOutThreshold is float t ? ZeroOut.FirstDroppedBits(fmt, t) : null;
         readonly PhiloxPlan[] _philoxPlans = op.Rng == FlipRng.Philox ? PhiloxPlan.For(op, fmt) : [];
 
+        [ThreadStatic] static List<(int Index, uint Bit)>? s_hits;
+
         public void Do(byte* src, byte* dst, long block, long start, int count)
         {
             long bytes = (long)count * (_wide ? 4 : 2);
-            if (src != dst) Buffer.MemoryCopy(src, dst, bytes, bytes);
             if (op.Rng == FlipRng.Philox)
+            {
+                if (src != dst) Buffer.MemoryCopy(src, dst, bytes, bytes);
                 XorPhilox(dst, start, count);
-            else
-            {
-                if (op.ExpHalves is int ne) XorFast(dst, block, start, count, _expBits, _expPositions, ne, op.SeedExp);
-                if (op.FracHalves is int nf) XorFast(dst, block, start, count, _fracBits, _fracPositions, nf, op.SeedFrac);
+                if (_zeroBits is uint zp) ZeroOutAll(dst, dst, count, zp);
+                return;
             }
-            if (_zeroBits is uint z)
+            var hits = s_hits ??= new List<(int, uint)>();
+            hits.Clear();
+            if (op.ExpHalves is int ne) CollectFast(hits, block, start, count, _expBits, _expPositions, ne, op.SeedExp);
+            if (op.FracHalves is int nf) CollectFast(hits, block, start, count, _fracBits, _fracPositions, nf, op.SeedFrac);
+            if (_zeroBits is uint z && src != dst)
             {
-                if (_wide) ZeroOut.Apply32((uint*)dst, count, z);
-                else ZeroOut.Apply16((ushort*)dst, count, (ushort)z);
+                // One pass over memory, as fast as a copy: dst = zero_out(src); then only the few flipped elements are
+                // redone from src (reset, XOR every bit that hit them, zero-out again).
+                ZeroOutAll(src, dst, count, z);
+                foreach (var (i, _) in hits) Set(dst, i, Get(src, i));
+                foreach (var (i, bit) in hits) Set(dst, i, Get(dst, i) ^ bit);
+                foreach (var (i, _) in hits) Set(dst, i, (Get(dst, i) & _absBits) >= z ? 0 : Get(dst, i));
+                return;
             }
+            if (src != dst) Buffer.MemoryCopy(src, dst, bytes, bytes);
+            foreach (var (i, bit) in hits) Set(dst, i, Get(dst, i) ^ bit);
+            if (_zeroBits is uint zi) ZeroOutAll(dst, dst, count, zi);
         }
 
-        void XorFast(byte* dst, long block, long start, int count, uint componentMask, int[] positions, int halves, int seed)
+        readonly uint _absBits = FlipFormats.WordBits(fmt) == 32 ? 0x7FFFFFFFu : 0x7FFFu;
+
+        uint Get(byte* p, int i) => _wide ? ((uint*)p)[i] : ((ushort*)p)[i];
+
+        void Set(byte* p, int i, uint word)
+        {
+            if (_wide) ((uint*)p)[i] = word;
+            else ((ushort*)p)[i] = (ushort)word;
+        }
+
+        void ZeroOutAll(byte* probeAndSource, byte* target, int count, uint firstDropped)
+        {
+            if (_wide) ZeroOut.Select32((uint*)probeAndSource, (uint*)probeAndSource, (uint*)target, count, firstDropped);
+            else ZeroOut.Select16((ushort*)probeAndSource, (ushort*)probeAndSource, (ushort*)target, count, (ushort)firstDropped);
+        }
+
+        /// <summary>Appends (local element, bit) for every flipped bit of one component inside [start, start+count).</summary>
+        static void CollectFast(List<(int, uint)> hits, long block, long start, int count, uint componentMask,
+            int[] positions, int halves, int seed)
         {
             var walker = new FastMaskStream.Walker(seed, block, componentMask, halves, positions.Length);
-            long blockStart = block << FastMaskStream.BlockShift;
-            long skip = start - blockStart;
+            long skip = start - (block << FastMaskStream.BlockShift);
             for (long k = walker.Next(); k >= 0; k = walker.Next())
             {
                 // A block's bit space is below 2^21, so 32-bit division suffices (and is much cheaper).
@@ -112,9 +142,7 @@ public static unsafe class FlipKernels
                 long i = bitIndex / positions.Length - skip;
                 if (i < 0) continue;
                 if (i >= count) break;
-                uint bit = 1u << positions[bitIndex % positions.Length];
-                if (_wide) ((uint*)dst)[i] ^= bit;
-                else ((ushort*)dst)[i] ^= (ushort)bit;
+                hits.Add(((int)i, 1u << positions[bitIndex % positions.Length]));
             }
         }
 

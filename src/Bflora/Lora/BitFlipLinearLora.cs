@@ -64,7 +64,25 @@ public sealed class BitFlipLinearLora : Module<Tensor, Tensor>
     /// <summary>The seeds this layer uses at the current step.</summary>
     public LayerSeeds CurrentSeeds => FlipSeeds.For(_settings.BaseSeed, _step.Value, LayerIdx);
 
+    /// <summary>
+    /// Training with a frozen W goes through <see cref="LoraFlipFunction"/> (no full-size weight gradient); everything
+    /// else (no LoRA, a trainable W, no gradient wanted) through the plain composition. Both give the same bits.
+    /// </summary>
     public override Tensor forward(Tensor x)
+    {
+        if (_loraA is null || _weight.requires_grad || !torch.is_grad_enabled() ||
+            !(_loraA.requires_grad || _loraB!.requires_grad))
+            return ForwardReference(x);
+        long step = _step.Value;
+        return LoraFlipFunction.Apply(x, _weight, _loraA, _loraB!,
+            new LoraFlipArgs(_settings.XOp(step, LayerIdx), _settings.WOp(step, LayerIdx), Scaling, _bias));
+    }
+
+    /// <summary>
+    /// The layer as a composition of autograd ops: the reference the fused function is tested against, and the path
+    /// for full training (where W's own gradient is wanted).
+    /// </summary>
+    public Tensor ForwardReference(Tensor x)
     {
         long step = _step.Value;
         var xf = BitFlipFunction.Apply(x, _settings.XOp(step, LayerIdx));

@@ -27,7 +27,7 @@ public static class ShardBench
                 new CollectivesGradientSync(collectives));
             double tokensPerSecond = TrainBench.TokensPerSecond(session, warmup: 1, steps: quick ? 2 : 4);
             var result = new WorkerResult(collectives.WorldSize, TorchSharp.torch.get_num_threads(), tokensPerSecond,
-                TrainBench.ParameterBytes(session));
+                session.ParamBytesPerRank);
             if (collectives.Rank == 0) output.WriteLine(JsonSerializer.Serialize(result));
             return 0;
         }

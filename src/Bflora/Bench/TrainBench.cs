@@ -130,14 +130,4 @@ public static class TrainBench
         }
         return tokens / best;
     }
-
-    /// <summary>Bytes of parameter storage this process holds (tied tensors once).</summary>
-    public static long ParameterBytes(TrainingSession session)
-    {
-        var seen = new HashSet<IntPtr>();
-        long bytes = 0;
-        foreach (var p in session.Model.parameters())
-            if (seen.Add(p.Handle)) bytes += p.numel() * p.element_size();
-        return bytes;
-    }
 }

@@ -1,4 +1,3 @@
-using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -52,52 +51,22 @@ public static unsafe class BitFlip
     }
 
     /// <summary>
-    /// Flat indices (int64, ascending) of the elements of src that op's zero-out dropped, given flipped = flip(src);
-    /// null when there are none or op has no zero-out. A dropped element reads +0 (all bits clear) in flipped, so
-    /// one vectorised read-only scan finds the few candidates, and each is settled exactly by regenerating its own masks.
+    /// FlipInto that also returns the flat indices (int64, ascending) of the elements the zero-out dropped; null when
+    /// there are none or op has no zero-out. The masks are XORed in without zero-out, then one scan zeroes and records
+    /// what is dropped: the same bits as FlipInto, and no mask has to be regenerated to know where it fired.
     /// </summary>
-    public static Tensor? DroppedPositions(Tensor src, Tensor flipped, FlipOp op, long indexOffset = 0)
+    public static Tensor? FlipIntoRecordingDropped(Tensor src, Tensor dst, FlipOp op, long indexOffset = 0, int maxThreads = 0)
     {
-        if (op.ZeroOutThreshold is not float t) return null;
-        var fmt = FlipFormats.Of(src.dtype);
-        using var denseSrc = src.contiguous();
-        using var denseFlipped = flipped.contiguous();
-        long n = denseFlipped.numel();
-        bool wide = FlipFormats.WordBits(fmt) == 32;
-        void* s = TensorBits.Pointer(denseSrc), f = TensorBits.Pointer(denseFlipped);
-        var noZeroOut = op.WithoutZeroOut();
-        var dropped = new List<long>();
-        foreach (long i in ZeroWords(f, n, wide))
+        if (op.ZeroOutThreshold is not float t)
         {
-            uint word = wide ? ((uint*)s)[i] : ((ushort*)s)[i];
-            uint value = ReferenceFlip.Apply([word], fmt, noZeroOut, indexOffset + i)[0];
-            if (!(Math.Abs(FlipFormats.ToSingle(fmt, value)) < t)) dropped.Add(i);
+            FlipInto(src, dst, op, indexOffset, maxThreads);
+            return null;
         }
-        return dropped.Count == 0 ? null : torch.tensor(dropped.ToArray(), ScalarType.Int64);
-    }
-
-    /// <summary>Indices of the all-zero words among count 16- or 32-bit words, skipping zero-free vectors.</summary>
-    static List<long> ZeroWords(void* p, long count, bool wide)
-    {
-        var found = new List<long>();
-        long bytes = count * (wide ? 4 : 2), at = 0;
-        byte* b = (byte*)p;
-        if (Vector512.IsHardwareAccelerated)
-            for (; at + 64 <= bytes; at += 64)
-            {
-                bool any = wide
-                    ? Vector512.EqualsAny(Vector512.Load((uint*)(b + at)), Vector512<uint>.Zero)
-                    : Vector512.EqualsAny(Vector512.Load((ushort*)(b + at)), Vector512<ushort>.Zero);
-                if (any) Scalar(at, at + 64);
-            }
-        Scalar(at, bytes);
-        return found;
-
-        void Scalar(long from, long to)
-        {
-            for (long q = from; q < to; q += wide ? 4 : 2)
-                if ((wide ? *(uint*)(b + q) : *(ushort*)(b + q)) == 0) found.Add(q / (wide ? 4 : 2));
-        }
+        FlipInto(src, dst, op.WithoutZeroOut(), indexOffset, maxThreads);
+        var fmt = FlipFormats.Of(dst.dtype);
+        var dropped = ZeroOut.ApplyRecording(TensorBits.Pointer(dst), dst.numel(), FlipFormats.WordBits(fmt) == 32,
+            ZeroOut.FirstDroppedBits(fmt, t), Threads(maxThreads));
+        return dropped.Length == 0 ? null : torch.tensor(dropped, ScalarType.Int64);
     }
 
     static int Threads(int maxThreads) => maxThreads > 0 ? maxThreads : torch.get_num_threads();

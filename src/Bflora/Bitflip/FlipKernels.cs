@@ -189,6 +189,72 @@ public static unsafe class ZeroOut
         return lo;
     }
 
+    /// <summary>
+    /// Zeroes, in place, every one of count 16- or 32-bit words that the zero-out drops and returns their indices in
+    /// ascending order. Chunks run in parallel; a vector with nothing to drop costs one compare.
+    /// </summary>
+    public static long[] ApplyRecording(void* p, long count, bool wide, uint firstDropped, int maxThreads)
+    {
+        const long chunk = FastMaskStream.BlockElements;
+        long chunks = (count + chunk - 1) / chunk;
+        var found = new List<long>?[chunks];
+        var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : Environment.ProcessorCount };
+        Parallel.For(0, chunks, options, c =>
+        {
+            long from = c * chunk, to = Math.Min(count, from + chunk);
+            found[c] = wide ? Record32((uint*)p, from, to, firstDropped) : Record16((ushort*)p, from, to, (ushort)firstDropped);
+        });
+        var all = new long[found.Sum(l => l?.Count ?? 0)];
+        int at = 0;
+        foreach (var list in found)
+            if (list is not null) { list.CopyTo(all, at); at += list.Count; }
+        return all;
+    }
+
+    static List<long>? Record16(ushort* p, long from, long to, ushort firstDropped)
+    {
+        List<long>? found = null;
+        long i = from;
+        if (FlipKernels.AllowVector512 && Vector512.IsHardwareAccelerated)
+        {
+            var abs = Vector512.Create((ushort)0x7FFF);
+            var limit = Vector512.Create(firstDropped);
+            for (; i + Vector512<ushort>.Count <= to; i += Vector512<ushort>.Count)
+                if (Vector512.GreaterThanOrEqualAny(Vector512.Load(p + i) & abs, limit))
+                    Scalar(i, i + Vector512<ushort>.Count);
+        }
+        Scalar(i, to);
+        return found;
+
+        void Scalar(long a, long b)
+        {
+            for (long q = a; q < b; q++)
+                if ((p[q] & 0x7FFF) >= firstDropped) { p[q] = 0; (found ??= new List<long>()).Add(q); }
+        }
+    }
+
+    static List<long>? Record32(uint* p, long from, long to, uint firstDropped)
+    {
+        List<long>? found = null;
+        long i = from;
+        if (FlipKernels.AllowVector512 && Vector512.IsHardwareAccelerated)
+        {
+            var abs = Vector512.Create(0x7FFFFFFFu);
+            var limit = Vector512.Create(firstDropped);
+            for (; i + Vector512<uint>.Count <= to; i += Vector512<uint>.Count)
+                if (Vector512.GreaterThanOrEqualAny(Vector512.Load(p + i) & abs, limit))
+                    Scalar(i, i + Vector512<uint>.Count);
+        }
+        Scalar(i, to);
+        return found;
+
+        void Scalar(long a, long b)
+        {
+            for (long q = a; q < b; q++)
+                if ((p[q] & 0x7FFFFFFF) >= firstDropped) { p[q] = 0; (found ??= new List<long>()).Add(q); }
+        }
+    }
+
     public static void Apply16(ushort* p, int count, ushort firstDropped) => Select16(p, p, p, count, firstDropped);
 
     public static void Apply32(uint* p, int count, uint firstDropped) => Select32(p, p, p, count, firstDropped);

@@ -11,8 +11,8 @@ public sealed record LoraFlipArgs(FlipOp XOp, FlipOp WOp, double Scaling, Tensor
 /// The whole LoRA bit-flip layer y = flip_x(x)·flip_w(W + s·B·A)ᵀ + bias as one autograd function, for a frozen W.
 /// Naive autograd through W + s·B·A forms the full [out, in] gradient gᵀx_f (as costly as the forward matmul) only
 /// to project it onto A and B. Here dB = s·gᵀ(x_f Aᵀ) and dA = s·(g B)ᵀ x_f cost O(r·(in+out)) per token; the weight
-/// flip's straight-through mask (zero where the zero-out dropped an element) is applied as a sparse correction at the
-/// few dropped positions: G_oi = Σ_m g[m,o]·x_f[m,i], then dB[o,:] −= s·G_oi·A[:,i] and dA[:,i] −= s·G_oi·B[o,:].
+/// flip's straight-through mask (zero where the zero-out dropped an element) is applied as a correction at the
+/// dropped positions: G_oi = Σ_m g[m,o]·x_f[m,i], then dB[o,:] −= s·G_oi·A[:,i] and dA[:,i] −= s·G_oi·B[o,:].
 /// Forward values are the reference composition's, op for op, so outputs are bit-identical to it.
 /// </summary>
 public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraFlipFunction>
@@ -44,24 +44,9 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         bool xGrad = x.requires_grad;
 
         var xf = args.XOp.IsIdentity ? x : BitFlip.Flip(x, args.XOp);
-        var merged = Merge(weight, loraA, loraB, args.Scaling);
-        Tensor wf;
-        Tensor? dropped = null;
-        if (args.WOp.IsIdentity)
-            wf = merged;
-        else if (args.WOp.ZeroOutT is null)
-        {
-            // No zero-out: nothing to locate later, so flip in place and keep a single buffer.
-            BitFlip.FlipInto(merged, merged, args.WOp);
-            wf = merged;
-        }
-        else
-        {
-            wf = torch.empty_like(merged);
-            BitFlip.FlipInto(merged, wf, args.WOp);
-            dropped = BitFlip.DroppedPositions(merged, wf, args.WOp);
-            merged.Dispose();
-        }
+        // The merged weight is flipped in its own buffer; the zero-out's drops are recorded for the backward.
+        var wf = Merge(weight, loraA, loraB, args.Scaling);
+        var dropped = args.WOp.IsIdentity ? null : BitFlip.FlipIntoRecordingDropped(wf, wf, args.WOp);
 
         // Everything goes through save_for_backward: autograd then holds the storage, whatever dispose scope the
         // forward ran in (a block's scope may end before the backward does).
@@ -92,7 +77,9 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         var x2 = xf.reshape(-1, inFeatures);
         var gradB = g.t().matmul(x2.matmul(loraA.t())).mul_(s);
         var gradA = g.matmul(loraB).t().matmul(x2).mul_(s);
-        if (dropped is not null) (gradA, gradB) = Correct(gradA, gradB, g, x2, loraA, loraB, dropped, s);
+        if (dropped is not null)
+            (gradA, gradB) = Correct(gradA, gradB, g, x2, loraA, loraB, dropped, s,
+                dense: dropped.numel() * DenseCorrectionRatio > outFeatures * inFeatures);
 
         Tensor? gradX = null;
         if (layout.XGrad)
@@ -108,20 +95,29 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         return new List<Tensor> { gradX!, null!, gradA, gradB, null! };
     }
 
+    /// <summary>
+    /// The correction forms the whole gᵀx_f once the drops exceed out·in / this ratio: gathering a column pair per
+    /// drop costs far more per element than a matmul does (crossover measured on the demo model at 0.5^7 flips).
+    /// </summary>
+    const long DenseCorrectionRatio = 1000;
+
     /// <summary>Which optional tensors follow x_f, A, B in the saved list: the dropped weight positions, then W_f and x.</summary>
     sealed record Saved(bool HasDropped, bool XGrad);
 
     /// <summary>
     /// Removes from dA and dB what the dropped weight positions contributed: those got no gradient through the flip.
     /// Done in fp32 on the small [r, in] and [out, r] tensors so the subtraction adds no rounding of its own.
+    /// G at the drops comes from K gathered dot products (sparse) or from the whole gᵀx_f (dense).
     /// </summary>
-    static (Tensor GradA, Tensor GradB) Correct(Tensor gradA, Tensor gradB, Tensor g, Tensor x2, Tensor loraA,
-        Tensor loraB, Tensor dropped, double s)
+    internal static (Tensor GradA, Tensor GradB) Correct(Tensor gradA, Tensor gradB, Tensor g, Tensor x2, Tensor loraA,
+        Tensor loraB, Tensor dropped, double s, bool dense)
     {
         long inFeatures = loraA.shape[1];
         var o = dropped.div(inFeatures, rounding_mode: RoundingMode.floor);
         var i = dropped.remainder(inFeatures);
-        var dot = g.index_select(1, o).to(ScalarType.Float32).mul_(x2.index_select(1, i).to(ScalarType.Float32)).sum(new long[] { 0 });
+        var dot = dense
+            ? g.t().matmul(x2).view(-1).index_select(0, dropped).to(ScalarType.Float32)
+            : g.index_select(1, o).to(ScalarType.Float32).mul_(x2.index_select(1, i).to(ScalarType.Float32)).sum(new long[] { 0 });
         var sg = dot.mul_(-s).unsqueeze(1);                                             // [K, 1]
         var fixB = loraA.index_select(1, i).t().to(ScalarType.Float32).mul_(sg);        // rows of dB: [K, r]
         var fixA = loraB.index_select(0, o).to(ScalarType.Float32).mul_(sg).t();       // columns of dA: [r, K]

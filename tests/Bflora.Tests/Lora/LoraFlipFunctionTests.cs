@@ -74,25 +74,60 @@ public class LoraFlipFunctionTests
         // The hit cases must really exercise the corrections: some weight and some input elements dropped.
         var merged = LoraFlipFunction.Merge(layer.Weight, layer.LoraA!, layer.LoraB!, layer.Scaling);
         var wop = settings.WOp(5, 3);
-        var wDropped = BitFlip.DroppedPositions(merged, BitFlip.Flip(merged, wop), wop);
+        var wDropped = BitFlip.FlipIntoRecordingDropped(merged, empty_like(merged), wop);
         var xMask = BitFlip.StraightThroughGradient(x, ones_like(x), settings.XOp(5, 3));
         Assert.Equal(hits, wDropped is not null);
         Assert.Equal(hits, xMask.eq(0).any().item<bool>());
     }
 
     [Fact]
-    public void Dropped_positions_are_exactly_where_the_straight_through_gradient_is_zero()
+    public void Recorded_drops_are_exactly_where_the_straight_through_gradient_is_zero_and_the_flip_is_unchanged()
     {
         using var scope = NewDisposeScope();
         using var g = new Generator(3);
-        var w = randn(new[] { 70L, 1000 }, generator: g).to(ScalarType.BFloat16);
-        w[0, 0] = tensor(0.0f).to(ScalarType.BFloat16);   // a true zero that survives: a candidate, not a drop
-        foreach (var rng in new[] { FlipRng.Fast, FlipRng.Philox })
+        foreach (var dtype in new[] { ScalarType.BFloat16, ScalarType.Float16, ScalarType.Float32 })
         {
-            var op = new FlipOp(4, 4, 21, 22, 1.5, rng);
-            var expected = BitFlip.StraightThroughGradient(w, ones_like(w), op).reshape(-1).eq(0).nonzero().reshape(-1);
-            var actual = BitFlip.DroppedPositions(w, BitFlip.Flip(w, op), op)!;
-            Assert.Equal(expected.data<long>().ToArray(), actual.data<long>().ToArray());
+            // 70,001 elements: more than one parallel chunk, and a tail that is no whole vector.
+            var w = randn(new[] { 70001L }, generator: g).to(dtype);
+            w[0] = tensor(0.0f).to(dtype);   // a true zero that survives: not a drop
+            foreach (var rng in new[] { FlipRng.Fast, FlipRng.Philox })
+            {
+                var op = new FlipOp(4, 4, 21, 22, 1.5, rng);
+                var expected = BitFlip.StraightThroughGradient(w, ones_like(w), op).eq(0).nonzero().reshape(-1);
+                var flipped = empty_like(w);
+                var actual = BitFlip.FlipIntoRecordingDropped(w, flipped, op)!;
+                Assert.Equal(expected.data<long>().ToArray(), actual.data<long>().ToArray());
+                Assert.Equal(TensorBits.ReadWords(BitFlip.Flip(w, op)), TensorBits.ReadWords(flipped));
+
+                var inPlace = w.clone();
+                var again = BitFlip.FlipIntoRecordingDropped(inPlace, inPlace, op, maxThreads: 1)!;
+                Assert.Equal(actual.data<long>().ToArray(), again.data<long>().ToArray());
+                Assert.Equal(TensorBits.ReadWords(flipped), TensorBits.ReadWords(inPlace));
+            }
+        }
+    }
+
+    [Fact]
+    public void Sparse_and_dense_corrections_both_remove_exactly_the_dropped_positions_gradient()
+    {
+        using var scope = NewDisposeScope();
+        using var gen = new Generator(4);
+        Tensor Bf(params long[] shape) => randn(shape, generator: gen).to(ScalarType.BFloat16);
+        var (g, x2, a, b, gradA, gradB) = (Bf(50, Out), Bf(50, In), Bf(R, In), Bf(Out, R), Bf(R, In), Bf(Out, R));
+        var dropped = randperm(Out * In, generator: gen).narrow(0, 0, 300).sort().Values;
+        const double s = 2.0;
+
+        // By hand: the dropped positions' part of the full weight gradient, projected onto A and B.
+        var full = g.to(ScalarType.Float32).t().matmul(x2.to(ScalarType.Float32));
+        var atDrops = zeros(Out * In).index_copy_(0, dropped, full.view(-1).index_select(0, dropped)).view(Out, In);
+        var expectedA = gradA.to(ScalarType.Float32) - s * b.to(ScalarType.Float32).t().matmul(atDrops);
+        var expectedB = gradB.to(ScalarType.Float32) - s * atDrops.matmul(a.to(ScalarType.Float32).t());
+
+        foreach (bool dense in new[] { false, true })
+        {
+            var (newA, newB) = LoraFlipFunction.Correct(gradA, gradB, g, x2, a, b, dropped, s, dense);
+            Close(expectedA, newA, dense ? "dense dA" : "sparse dA");
+            Close(expectedB, newB, dense ? "dense dB" : "sparse dB");
         }
     }
 

@@ -164,8 +164,7 @@ public sealed partial class FsdpModel : IDisposable
 
     /// <summary>
     /// Fills this rank's frozen shards. Pretrained: only this rank's element ranges are read from the safetensors.
-    /// Random: the seeded value of a whole parameter is generated and sliced (identical for any world size; costs one
-    /// full parameter of transient memory and W-fold generation time across the job).
+    /// Random: only this rank's part of the seeded value is generated (identical for any world size).
     /// </summary>
     private void LoadFrozen(BfloraConfig config, ModelArgs args, string? folder)
     {
@@ -178,8 +177,7 @@ public sealed partial class FsdpModel : IDisposable
                 using var target = u.FrozenShard.narrow(0, to, count);
                 if (checkpoint is null)
                 {
-                    using var full = ModelInit.RandomParameter(args, m.Name, m.Shape, config.Model.InitSeed, ScalarType.BFloat16);
-                    target.copy_(full.reshape(-1).narrow(0, from, count));
+                    ModelInit.RandomSlice(args, m.Name, config.Model.InitSeed, from, target);
                     continue;
                 }
                 var info = checkpoint.Info(m.Name);

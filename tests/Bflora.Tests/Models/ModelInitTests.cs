@@ -31,4 +31,22 @@ public class ModelInitTests
         var other = ModelInit.RandomParameter(args, "layers.0.attention.wk.weight", new long[] { 256, 256 }, 3, ScalarType.BFloat16);
         Assert.False(wq.equal(other).all().item<bool>(), "another name → other values");
     }
+
+    [Fact]
+    public void A_slice_of_the_random_init_is_that_part_of_the_whole_for_any_cut()
+    {
+        using var scope = NewDisposeScope();
+        var args = ModelTestKit.Tiny;
+        const string name = "layers.0.feed_forward.w2.weight";
+        long[] shape = { 3, 1_000_001 };   // three seeded chunks, the last one partial
+        var whole = ModelInit.RandomParameter(args, name, shape, 5, ScalarType.BFloat16).reshape(-1);
+        long c = ModelInit.InitChunk;
+        foreach (var (from, count) in new[] { (0L, 5L), (c - 7, 20L), (c + 3, c + 100_000), (3_000_003L - 9, 9L) })
+        {
+            var part = empty(count, dtype: ScalarType.BFloat16);
+            ModelInit.RandomSlice(args, name, 5, from, part);
+            Assert.True(whole.narrow(0, from, count).equal(part).all().item<bool>(), $"slice [{from}, +{count})");
+        }
+        Assert.False(whole.narrow(0, 0, 64).equal(whole.narrow(0, c, 64)).all().item<bool>(), "chunks draw different streams");
+    }
 }

@@ -78,15 +78,18 @@ public sealed partial class FsdpModel
         for (int i = Blocks.Count - 1; i >= 0; i--)
         {
             Use(Blocks[i], i > 0 ? Blocks[i - 1] : null);
-            var x = kept[i].requires_grad_(true);
-            var y = RunBlock(i, x, cos, sin);
-            autograd.backward(new[] { y }, new[] { grad });
-            var inputGrad = x.grad ?? zeros_like(x);
-            // Only the gradient flowing into block i-1 lives on; this block's input, output and incoming grad go now.
-            y.Dispose();
-            grad.Dispose();
-            x.Dispose();
-            grad = inputGrad;
+            // Only the gradient flowing into block i-1 lives on: everything else this block's recompute and backward
+            // made (the layers' gradients handed back by autograd included) goes with this scope.
+            using (var blockScope = NewDisposeScope())
+            {
+                var x = kept[i].requires_grad_(true);
+                var y = RunBlock(i, x, cos, sin);
+                autograd.backward(new[] { y }, new[] { grad });
+                var inputGrad = (x.grad ?? zeros_like(x)).MoveToOuterDisposeScope();
+                grad.Dispose();
+                x.Dispose();
+                grad = inputGrad;
+            }
             Blocks[i].ReduceScatterGrads(_c, _gradFull, _gradShard);
         }
         return lossValue;

@@ -42,7 +42,7 @@ public sealed record MemoryPlan(int World, long Params, long GatheredBlock, stri
         Row("prefetch (next block, bf16)", Prefetch);
         Row("master + AdamW m, v (shard)", LoraMasterAndOptimizer);
         Row("grads (fp32 shard + one unsharded unit)", Grads);
-        Row("activations (checkpointed)", Activations);
+        Row(World > 1 ? "activations (checkpointed)" : "activations", Activations);
         Row("total", Total);
         return sb.ToString();
     }
@@ -149,7 +149,7 @@ public static class MemoryPlanner
         long prefetch = w > 1 ? buffers.Min() : 0;
         string unit = !vocabParallel && Math.Max(headFrozen, separateEmbedding ? embedding : 0) > block ? "output" : "transformer block";
 
-        // Activations with checkpointing (bf16 = 2 bytes per element, per token):
+        // Activations (bf16 = 2 bytes per element, per token). At W > 1 blocks are checkpointed:
         //   kept for backward: every layer's block input, L·d;
         //   one block recomputed during backward holds its whole intermediate set:
         //     attention_norm out d, flipped inputs of wq/wk/wv 3d, q/k/v d + 2·kvd, RoPE'd q/k d + kvd,
@@ -157,14 +157,17 @@ public static class MemoryPlanner
         //     residual d, ffn_norm out d, flipped w1/w3 inputs 2d, w1/w3 outputs, SiLU, product 4F, flipped w2 input F,
         //     the LoRA x·Aᵀ of 7 Linears 7r  → 14d + 3·kvd + 5F + 7r, plus flash-attention's fp32 log-sum-exp per head;
         //   head: final norm out d in bf16, logits in bf16 (2 B) + fp32 log-softmax (4 B) + fp32 logit gradient (4 B) per vocab entry.
+        // At W = 1 nothing is recomputed: every block keeps its whole set (the LoRA layers keep no merged weight).
         long r7 = p.FullTraining ? 0 : 7L * p.LoraRank;
-        long kept = 2 * a.NLayers * tokens * d;
-        long recompute = 2 * tokens * (14 * d + 3 * kvd + 5 * f + r7) + 4 * tokens * a.NHeads;
+        long blockSet = 2 * tokens * (14 * d + 3 * kvd + 5 * f + r7) + 4 * tokens * a.NHeads;
+        long blocks = w > 1 ? 2 * a.NLayers * tokens * d + blockSet : a.NLayers * blockSet;
         long headActs = tokens * (2 * d + 10 * v);
         // Vocab-parallel at W > 1: every rank's final hidden states gathered (bf16) with their bf16 gradient and its
-        // fp32 copy for the reduce-scatter, W·tokens·d each; the logits stay W·tokens·ceil(V/W) ≈ tokens·V.
-        if (vocabParallel && w > 1) headActs += w * tokens * d * (2 + 2 + 4);
-        long activations = kept + recompute + headActs;
+        // fp32 copy for the reduce-scatter, W·tokens·d each; the logits stay W·tokens·ceil(V/W) ≈ tokens·V but their
+        // log-sum-exp is taken in fp32: bf16 logits, the fp32 copy kept for backward, the backward's softmax and its
+        // product with the incoming gradient (fp32), the bf16 logit gradient: 16 bytes per logit instead of 10.
+        if (vocabParallel && w > 1) headActs = tokens * 2 * d + 16 * w * tokens * Shard(v, w) + w * tokens * d * (2 + 2 + 4);
+        long activations = blocks + headActs;
 
         return new MemoryPlan(p.World, parameters, gathered, unit, prefetch, optimizer, grads, activations);
     }

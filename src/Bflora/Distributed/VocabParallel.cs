@@ -43,12 +43,18 @@ internal static class VocabParallel
         using (no_grad()) c.AllGather(own.detach().contiguous(), gathered);
         gathered.requires_grad_(true);
 
-        var logits = nn.functional.linear(gathered, rows).to(ScalarType.Float32);
+        // The logits are the largest tensors of the step: each copy is freed as soon as the next exists (the graph
+        // keeps none of them but the fp32 one), and logsumexp keeps no exp-sized tensor for the backward.
+        Tensor logits;
+        using (var bf16 = nn.functional.linear(gathered, rows)) logits = bf16.to(ScalarType.Float32);
         if (first + vs > vocab)   // padding rows of the last slice are not vocabulary entries
-            logits = logits.masked_fill(arange(first, first + vs).ge(vocab), float.NegativeInfinity);
+        {
+            using var unmasked = logits;
+            logits = unmasked.masked_fill(arange(first, first + vs).ge(vocab), float.NegativeInfinity);
+        }
         var max = logits.detach().amax(new long[] { 1 }).contiguous();
         c.AllReduce(max, ReduceOp.Max);
-        var sumLocal = logits.sub(max.unsqueeze(1)).exp().sum(1);
+        var sumLocal = logits.logsumexp(1).sub(max).exp();
         var sum = WithOtherSlices(c, sumLocal);
         var target = GatherIds(c, labels).sub_(first);
         var mine = target.ge(0).logical_and_(target.lt(vs));
@@ -56,6 +62,7 @@ internal static class VocabParallel
         var targetLogit = WithOtherSlices(c, where(mine, picked, zeros_like(picked)));
         var perToken = sum.log().add(max).sub(targetLogit);
         perToken.sum().div(tokens * divisor).backward();
+        logits.Dispose();
 
         var grad = gathered.grad!.to(ScalarType.Float32).reshape(-1);
         var ownGrad = empty(tokens * d, ScalarType.Float32);

@@ -65,17 +65,33 @@ public sealed class BitFlipLinearLora : Module<Tensor, Tensor>
     public LayerSeeds CurrentSeeds => FlipSeeds.For(_settings.BaseSeed, _step.Value, LayerIdx);
 
     /// <summary>
-    /// Training with a frozen W goes through <see cref="LoraFlipFunction"/> (no full-size weight gradient); everything
-    /// else (no LoRA, a trainable W, no gradient wanted) through the plain composition. Both give the same bits.
+    /// Without autograd (eval, FSDP's first pass) the layer runs in as few buffers as it can; training with a frozen W
+    /// goes through <see cref="LoraFlipFunction"/> (no full-size weight gradient); a trainable W through the plain
+    /// composition. All three give the same bits.
     /// </summary>
     public override Tensor forward(Tensor x)
     {
-        if (_loraA is null || _weight.requires_grad || !torch.is_grad_enabled() ||
-            !(_loraA.requires_grad || _loraB!.requires_grad))
+        if (!torch.is_grad_enabled()) return ForwardWithoutGrad(x);
+        if (_loraA is null || _weight.requires_grad || !(_loraA.requires_grad || _loraB!.requires_grad))
             return ForwardReference(x);
         long step = _step.Value;
         return LoraFlipFunction.Apply(x, _weight, _loraA, _loraB!,
             new LoraFlipArgs(_settings.XOp(step, LayerIdx), _settings.WOp(step, LayerIdx), Scaling, _bias));
+    }
+
+    /// <summary>
+    /// The merged weight is built and flipped in one buffer, and it and the flipped input are freed as soon as the
+    /// matmul is done, so a module's forward holds one weight-sized temporary at a time, not four per Linear.
+    /// </summary>
+    Tensor ForwardWithoutGrad(Tensor x)
+    {
+        long step = _step.Value;
+        FlipOp xop = _settings.XOp(step, LayerIdx), wop = _settings.WOp(step, LayerIdx);
+        using var xf = xop.IsIdentity ? null : BitFlip.Flip(x, xop);
+        using var w = _loraA is not null ? LoraFlipFunction.Merge(_weight, _loraA, _loraB!, Scaling)
+            : wop.IsIdentity ? null : _weight.clone();
+        if (w is not null && !wop.IsIdentity) BitFlip.FlipInto(w, w, wop);
+        return functional.linear(xf ?? x, w ?? _weight, _bias);
     }
 
     /// <summary>

@@ -45,14 +45,15 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
 
         var xf = args.XOp.IsIdentity ? x : BitFlip.Flip(x, args.XOp);
         // The merged weight is flipped in its own buffer; the zero-out's drops are recorded for the backward.
-        var wf = Merge(weight, loraA, loraB, args.Scaling);
+        using var wf = Merge(weight, loraA, loraB, args.Scaling);
         var dropped = args.WOp.IsIdentity ? null : BitFlip.FlipIntoRecordingDropped(wf, wf, args.WOp);
 
         // Everything goes through save_for_backward: autograd then holds the storage, whatever dispose scope the
-        // forward ran in (a block's scope may end before the backward does).
+        // forward ran in (a block's scope may end before the backward does). The flipped weight is not kept: saved
+        // for every Linear it would be a second copy of the model; the backward rebuilds it, one layer at a time.
         var saved = new List<Tensor> { xf, loraA, loraB };
         if (dropped is not null) saved.Add(dropped);
-        if (xGrad) saved.Add(wf);
+        if (xGrad) saved.Add(weight);
         if (xGrad && args.XOp.ZeroOutT is not null) saved.Add(x);
         ctx.save_for_backward(saved);
         ctx.save_data("args", args);
@@ -84,7 +85,8 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         Tensor? gradX = null;
         if (layout.XGrad)
         {
-            var wf = saved[next++];
+            var wf = Merge(saved[next++], loraA, loraB, s);
+            if (!args.WOp.IsIdentity) BitFlip.FlipInto(wf, wf, args.WOp);
             gradX = g.matmul(wf).view(xf.shape);
             if (args.XOp.ZeroOutT is not null)
                 gradX = BitFlip.StraightThroughGradient(saved[next], gradX, args.XOp);
@@ -101,7 +103,7 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
     /// </summary>
     const long DenseCorrectionRatio = 1000;
 
-    /// <summary>Which optional tensors follow x_f, A, B in the saved list: the dropped weight positions, then W_f and x.</summary>
+    /// <summary>Which optional tensors follow x_f, A, B in the saved list: the dropped weight positions, then W and x.</summary>
     sealed record Saved(bool HasDropped, bool XGrad);
 
     /// <summary>

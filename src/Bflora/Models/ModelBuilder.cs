@@ -92,7 +92,6 @@ public static class ModelBuilder
                 ModelInit.Random(model, config.Model.InitSeed);
             else
                 LoadPretrained(model, modelFolder!);
-            if (args.TieEmbeddings) model.TieOutputToEmbedding();
             model.eval();
             return model;
         }
@@ -108,8 +107,6 @@ public static class ModelBuilder
         var checkpoint = LlamaHfCheckpoint.Open(folder, model.Args);
         ModelInit.Materialize(model, (name, shape) =>
         {
-            if (name == "output.weight" && model.Args.TieEmbeddings && !checkpoint.Tensors.ContainsKey(name))
-                return empty(shape, ScalarType.BFloat16); // replaced by the tie right after loading
             var info = checkpoint.Info(name);
             if (!info.Shape.SequenceEqual(shape))
                 throw new CheckpointFormatException(info.File,

@@ -107,6 +107,8 @@ public static class TrainRun
                 progress.Line($"Saved checkpoint {lastCheckpoint}");
             }
         }
+        // Read before loss.png is drawn: the plot's renderer is not the training's memory.
+        progress.Line($"Memory of rank 0: peak resident {ProcessMemory.Peak()} bytes, {session.ResidentBeforeModel} before the model");
         if (skips > 0) progress.Line($"Skipped {skips} of {t.Steps - firstStep + 1} steps (non-finite loss or gradient)");
         double total = clock.Elapsed.TotalSeconds;
         var rows = MetricsLog.Read(output);

@@ -70,6 +70,9 @@ public sealed class TrainingSession : IDisposable
         Slots = fsdp?.Slots ?? Trainable.Select(t => AdamWSlot.From(t.Name, t.Param, dtype)).ToList();
     }
 
+    /// <summary>This process's resident bytes just before the model was built: runtime, libraries, tokenizer, data.</summary>
+    public long ResidentBeforeModel { get; private init; }
+
     /// <summary>
     /// Bytes of model parameters this process holds between steps: its bf16 shards under FSDP, else every (unique)
     /// parameter. Gather buffers, masters and optimizer moments are not included.
@@ -98,6 +101,7 @@ public sealed class TrainingSession : IDisposable
         var split = trainSplitOnly ? WindowSplit.Compute(source, tokenizer, t.SeqLen) : null;
         int r = t.Trainable == "lora" ? config.Lora.R : 0;
         var options = new ConversionOptions(config.Bitflip.ToFlipSettings(), r, config.Lora.LoraAlpha, config.Bitflip.SkipPatterns, t.Seed);
+        long before = ProcessMemory.Resident();
         if (sync.WorldSize > 1 && sync is CollectivesGradientSync { Collectives: var collectives })
         {
             if (t.Trainable == "full")
@@ -106,7 +110,8 @@ public sealed class TrainingSession : IDisposable
             try
             {
                 fsdp.Model.train();
-                return new TrainingSession(config, tokenizer, args, fsdp.Model, fsdp.Converted, sync, source, split, fsdp);
+                return new TrainingSession(config, tokenizer, args, fsdp.Model, fsdp.Converted, sync, source, split, fsdp)
+                    { ResidentBeforeModel = before };
             }
             catch
             {
@@ -119,7 +124,8 @@ public sealed class TrainingSession : IDisposable
         {
             var converted = BitFlipConverter.Convert(model, options);
             model.train();
-            return new TrainingSession(config, tokenizer, args, model, converted, sync, source, split, null);
+            return new TrainingSession(config, tokenizer, args, model, converted, sync, source, split, null)
+                { ResidentBeforeModel = before };
         }
         catch
         {

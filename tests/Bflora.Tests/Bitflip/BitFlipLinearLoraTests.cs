@@ -68,6 +68,8 @@ public class BitFlipLinearLoraTests
         var expected = torch.nn.functional.linear(
             ReferenceFlip.Flip(x, settings.XOp(5, 3)), ReferenceFlip.Flip(merged, settings.WOp(5, 3)));
         Equal(expected, layer.forward(x));
+        using (torch.no_grad()) Equal(expected, layer.forward(x));   // the buffer-saving path without autograd
+        Equal(expected, layer.forward(x.requires_grad_(true)));       // the fused autograd function (r > 0)
     }
 
     [Fact]

@@ -21,6 +21,8 @@ public class ModelInitTests
         Assert.InRange(Std(wo), 0.95 * 0.01, 1.0 * 0.01);   // 0.02 / √(2·2)
         var emb = ModelInit.RandomParameter(args, "tok_embeddings.weight", new long[] { 50, 256 }, 3, ScalarType.BFloat16);
         Assert.InRange(Std(emb), 0.95, 1.05);
+        var tied = ModelInit.RandomParameter(args with { TieEmbeddings = true }, "tok_embeddings.weight", new long[] { 50, 256 }, 3, ScalarType.BFloat16);
+        Assert.InRange(Std(tied), 0.95 / 16, 1.05 / 16);   // tied: the output head's 1/√dim
         var norm = ModelInit.RandomParameter(args, "norm.weight", new long[] { 256 }, 3, ScalarType.BFloat16);
         Assert.Equal(1f, norm.@float().min().item<float>());
 

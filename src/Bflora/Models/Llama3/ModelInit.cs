@@ -10,15 +10,20 @@ namespace Bflora.Models.Llama3;
 /// </summary>
 public static class ModelInit
 {
-    /// <summary>Fills every parameter from <paramref name="provide"/> (name, shape) → tensor in the model dtype.</summary>
+    /// <summary>
+    /// Fills every parameter from <paramref name="provide"/> (name, shape) → tensor in the model dtype. A tied output
+    /// head is never provided: it becomes the embedding, so no vocabulary-sized tensor is made only to be dropped.
+    /// </summary>
     public static void Materialize(Transformer model, Func<string, long[], Tensor> provide)
     {
+        bool tied = model.Args.TieEmbeddings;
         foreach (var (name, parameter) in model.named_parameters().ToList())
         {
-            if (!parameter.is_meta) continue;
+            if (!parameter.is_meta || (tied && name == "output.weight")) continue;
             var value = provide(name, parameter.shape);
             model.SetParameter(name, value, requiresGrad: false);
         }
+        if (tied) model.TieOutputToEmbedding();
     }
 
     public static void Random(Transformer model, long seed, ScalarType dtype = ScalarType.BFloat16) =>
@@ -80,7 +85,8 @@ public static class ModelInit
 
     private static double StdFor(ModelArgs args, string name)
     {
-        if (name == "tok_embeddings.weight") return 1.0;
+        // A tied embedding is also the output head, so it takes the head's scale (unit-sized logits).
+        if (name == "tok_embeddings.weight") return args.TieEmbeddings ? 1.0 / Math.Sqrt(args.Dim) : 1.0;
         if (name == "output.weight") return 1.0 / Math.Sqrt(args.Dim);
         // Projections that write into the residual stream shrink with depth, as in torchtitan.
         if (name.Contains(".attention.wo.") || name.Contains(".feed_forward.w2.") || name.Contains(".feed_forward.w3."))

@@ -63,7 +63,6 @@ eight_b() {
   echo "  rank 0 peak resident     $(gib "$p") ($(gib "$b") before the model; plan total $(gib "$(plan_total 2 8B)"))"
   echo "  params per rank          $(gib "$(params 8b)")"
   echo "  step time                $(elapsed 8b) s (whole run, model build and checkpoint included: $((SECONDS - start)) s)"
-  free -g | sed 's/^/  /'
 }
 
 case "${1:-all}" in

@@ -41,6 +41,7 @@ internal static class ConfigSchema
         Flag("training.skip_nonfinite", (c, v) => c.Training.SkipNonfinite = v),
 
         Int32("parallelism.fsdp_degree", 1, (c, v) => c.Parallelism.FsdpDegree = v),
+        Flag("parallelism.activation_checkpointing", (c, v) => c.Parallelism.ActivationCheckpointing = v),
 
         Int32("lora.r", 0, (c, v) => c.Lora.R = v),
         Real("lora.lora_alpha", 0, null, true, (c, v) => c.Lora.LoraAlpha = v),

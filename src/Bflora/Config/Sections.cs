@@ -35,6 +35,11 @@ public sealed class TrainingSection
 public sealed class ParallelismSection
 {
     public int FsdpDegree { get; set; } = 1;
+    /// <summary>
+    /// Sharded runs recompute each block in backward (true, the seed's way); false keeps every block's activations, as
+    /// one process does, and only gathers the block's weights again.
+    /// </summary>
+    public bool ActivationCheckpointing { get; set; } = true;
 }
 
 public sealed class LoraSection

@@ -34,6 +34,8 @@ public sealed partial class FsdpModel : IDisposable
     public bool VocabParallelHead { get; }
     public IReadOnlyList<FsdpUnit> Units { get; }
     public ICollectives Collectives => _c;
+    /// <summary>Blocks are recomputed in backward (parallelism.activation_checkpointing); else their graphs are kept.</summary>
+    public bool ActivationCheckpointing { get; private init; } = true;
 
     private FsdpModel(ICollectives c, Transformer model, ConvertedModel converted, List<FsdpUnit> units, GatherBuffer[] buffers,
         bool vocabParallel)
@@ -127,7 +129,8 @@ public sealed partial class FsdpModel : IDisposable
                 buffers[p].AllocateLora(lora.Where(l => ParityOf(l.Key) == p).Select(l => l.Value.PaddedNumel).DefaultIfEmpty(0).Max());
 
             var units = order.Select(u => new FsdpUnit(u, ParityOf(u), frozen[u], lora[u], loraParams[u].Select(p => p.P).ToList())).ToList();
-            var fsdp = new FsdpModel(c, model, converted, units, buffers, vocabParallel);
+            var fsdp = new FsdpModel(c, model, converted, units, buffers, vocabParallel)
+                { ActivationCheckpointing = config.Parallelism.ActivationCheckpointing };
             fsdp.ShardLora(loraParams);
             fsdp.LoadFrozen(config, args, modelFolder);
             foreach (var u in units) u.CreateSlot(masterDtype);

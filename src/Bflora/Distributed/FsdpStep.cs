@@ -45,7 +45,8 @@ public sealed partial class FsdpModel
     {
         using var scope = NewDisposeScope();
         var (cos, sin) = Model.RopeFor(inputs.shape[1], inputs.device);
-        var kept = new List<Tensor>(Blocks.Count);
+        // Per block: its input, and without checkpointing its output, whose graph the backward then walks.
+        var kept = new List<(Tensor X, Tensor? Y)>(Blocks.Count);
         Tensor h;
         using (no_grad())
         {
@@ -58,11 +59,20 @@ public sealed partial class FsdpModel
                 Use(Embedding, Blocks.Count > 0 ? Blocks[0] : Head);
                 h = Model.Embed(inputs);
             }
-            for (int i = 0; i < Blocks.Count; i++)
+        }
+        for (int i = 0; i < Blocks.Count; i++)
+        {
+            Use(Blocks[i], i + 1 < Blocks.Count ? Blocks[i + 1] : Head);
+            if (ActivationCheckpointing)
             {
-                Use(Blocks[i], i + 1 < Blocks.Count ? Blocks[i + 1] : Head);
-                kept.Add(h);
-                h = RunBlock(i, h, cos, sin);
+                kept.Add((h, null));
+                using (no_grad()) h = RunBlock(i, h, cos, sin);
+            }
+            else
+            {
+                var x = h.detach().requires_grad_(true);
+                h = RunBlock(i, x, cos, sin);
+                kept.Add((x, h));
             }
         }
 
@@ -77,17 +87,23 @@ public sealed partial class FsdpModel
 
         for (int i = Blocks.Count - 1; i >= 0; i--)
         {
+            // The block's weights are gathered again either way: the LoRA layers rebuild their merged weight from them.
             Use(Blocks[i], i > 0 ? Blocks[i - 1] : null);
             // Only the gradient flowing into block i-1 lives on: everything else this block's recompute and backward
             // made (the layers' gradients handed back by autograd included) goes with this scope.
             using (var blockScope = NewDisposeScope())
             {
-                var x = kept[i].requires_grad_(true);
-                var y = RunBlock(i, x, cos, sin);
+                var (x, y) = kept[i];
+                if (y is null)
+                {
+                    x.requires_grad_(true);
+                    y = RunBlock(i, x, cos, sin);
+                }
                 autograd.backward(new[] { y }, new[] { grad });
                 var inputGrad = (x.grad ?? zeros_like(x)).MoveToOuterDisposeScope();
                 grad.Dispose();
                 x.Dispose();
+                y.Dispose();
                 grad = inputGrad;
             }
             Blocks[i].ReduceScatterGrads(_c, _gradFull, _gradShard);

@@ -9,15 +9,16 @@ namespace Bflora.Distributed;
 
 /// <summary>What the memory plan depends on besides the model's dimensions.</summary>
 public sealed record PlanInputs(int World, bool FullTraining, int LoraRank, int LocalBatch, int SeqLen,
-    IReadOnlyList<string> SkipPatterns, int MasterBytes)
+    IReadOnlyList<string> SkipPatterns, int MasterBytes, bool ActivationCheckpointing = true)
 {
     public static PlanInputs From(BfloraConfig c, int world) => new(world, c.Training.Trainable == "full", c.Lora.R,
-        c.Training.LocalBatchSize, c.Training.SeqLen, c.Bitflip.SkipPatterns, c.Training.MasterDtype == "bfloat16" ? 2 : 4);
+        c.Training.LocalBatchSize, c.Training.SeqLen, c.Bitflip.SkipPatterns, c.Training.MasterDtype == "bfloat16" ? 2 : 4,
+        c.Parallelism.ActivationCheckpointing);
 }
 
 /// <summary>Per-rank bytes of one training step (see <see cref="MemoryPlanner"/> for every formula).</summary>
 public sealed record MemoryPlan(int World, long Params, long GatheredBlock, string GatheredUnit, long Prefetch,
-    long LoraMasterAndOptimizer, long Grads, long Activations)
+    long LoraMasterAndOptimizer, long Grads, long Activations, bool Checkpointed)
 {
     public long Total => Params + GatheredBlock + Prefetch + LoraMasterAndOptimizer + Grads + Activations;
 
@@ -42,7 +43,7 @@ public sealed record MemoryPlan(int World, long Params, long GatheredBlock, stri
         Row("prefetch (next block, bf16)", Prefetch);
         Row("master + AdamW m, v (shard)", LoraMasterAndOptimizer);
         Row("grads (fp32 shard + one unsharded unit)", Grads);
-        Row(World > 1 ? "activations (checkpointed)" : "activations", Activations);
+        Row(Checkpointed ? "activations (checkpointed)" : "activations", Activations);
         Row("total", Total);
         return sb.ToString();
     }
@@ -157,10 +158,11 @@ public static class MemoryPlanner
         //     residual d, ffn_norm out d, flipped w1/w3 inputs 2d, w1/w3 outputs, SiLU, product 4F, flipped w2 input F,
         //     the LoRA x·Aᵀ of 7 Linears 7r  → 14d + 3·kvd + 5F + 7r, plus flash-attention's fp32 log-sum-exp per head;
         //   head: final norm out d in bf16, logits in bf16 (2 B) + fp32 log-softmax (4 B) + fp32 logit gradient (4 B) per vocab entry.
-        // At W = 1 nothing is recomputed: every block keeps its whole set (the LoRA layers keep no merged weight).
+        // At W = 1, or without checkpointing, nothing is recomputed: every block keeps its whole set (the LoRA layers
+        // keep no merged weight).
         long r7 = p.FullTraining ? 0 : 7L * p.LoraRank;
         long blockSet = 2 * tokens * (14 * d + 3 * kvd + 5 * f + r7) + 4 * tokens * a.NHeads;
-        long blocks = w > 1 ? 2 * a.NLayers * tokens * d + blockSet : a.NLayers * blockSet;
+        long blocks = w > 1 && p.ActivationCheckpointing ? 2 * a.NLayers * tokens * d + blockSet : a.NLayers * blockSet;
         long headActs = tokens * (2 * d + 10 * v);
         // Vocab-parallel at W > 1: every rank's final hidden states gathered (bf16) with their bf16 gradient and its
         // fp32 copy for the reduce-scatter, W·tokens·d each; the logits stay W·tokens·ceil(V/W) ≈ tokens·V but their
@@ -169,7 +171,8 @@ public static class MemoryPlanner
         if (vocabParallel && w > 1) headActs = tokens * 2 * d + 16 * w * tokens * Shard(v, w) + w * tokens * d * (2 + 2 + 4);
         long activations = blocks + headActs;
 
-        return new MemoryPlan(p.World, parameters, gathered, unit, prefetch, optimizer, grads, activations);
+        return new MemoryPlan(p.World, parameters, gathered, unit, prefetch, optimizer, grads, activations,
+            w > 1 && p.ActivationCheckpointing);
     }
 
     private static long Shard(long n, long world) => (n + world - 1) / world;

@@ -39,11 +39,15 @@ public sealed unsafe class SingleProcessCollectives : ICollectives
 
     public void Barrier() { }
 
-    // A view of the same memory (e.g. output.view(input.shape)) needs no copy; copy_ onto itself would be wasted work.
+    // Memory is copied as MPI writes it, not by a torch op: autograd then sees a gather into a buffer whose views it
+    // saved exactly as it does under mpirun (a re-gather before backward restores the same values). A view of the
+    // same memory (e.g. output.view(input.shape)) needs no copy.
     private static void CopyUnlessSame(Tensor input, Tensor output)
     {
-        if (TensorPointer.Of(input) == TensorPointer.Of(output)) return;
-        output.view(input.shape).copy_(input);
+        void* source = TensorPointer.Of(input), target = TensorPointer.Of(output);
+        if (source == target) return;
+        long bytes = input.numel() * input.element_size();
+        Buffer.MemoryCopy(source, target, bytes, bytes);
     }
 
     private sealed class Done : IPendingCollective

@@ -172,8 +172,9 @@ public static class TrainRun
 
     private static string Describe(TrainingSession session)
     {
-        long total = session.Model.parameters().Sum(p => p.numel());
         long trainable = session.Trainable.Sum(t => t.Param.numel());
+        // From the dimensions: a sharded model's vocabulary-parallel head and embedding are not module parameters.
+        long total = session.Args.TotalParams + (session.FullTraining ? 0 : trainable);
         string what = session.FullTraining ? "Trainable (full)" : "Trainable (LoRA)";
         string gathered = session.Fsdp is { } fsdp ? $" (+ {fsdp.GatherBufferBytes} bytes of gather buffers)" : "";
         return $"Replaced {session.Converted.Layers.Count} Linear layers | Total params: {total:N0} | " +

@@ -14,12 +14,15 @@ namespace Bflora.Tests.Distributed;
 /// </summary>
 public class FsdpModelTests
 {
-    [Fact]
-    public void Sharded_machinery_at_one_rank_matches_the_plain_model_bit_for_bit()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Sharded_machinery_at_one_rank_matches_the_plain_model_bit_for_bit(bool checkpointing)
     {
         // No skip pattern: the output head is converted too (LoRA and flips), so it is gathered whole like a block and
-        // every operation is the plain model's.
-        var (loss, shardedLoss, diffs) = Compare("bitflip.skip_patterns=[]");
+        // every operation is the plain model's, whether blocks are recomputed in backward or their graphs kept.
+        var (loss, shardedLoss, diffs) = Compare("bitflip.skip_patterns=[]",
+            $"parallelism.activation_checkpointing={(checkpointing ? "true" : "false")}");
         Assert.Equal(loss, shardedLoss);
         Assert.All(diffs, d => Assert.True(d.Relative == 0, $"gradient of {d.Name} differs ({d.Relative})"));
     }

@@ -28,15 +28,17 @@ public class FsdpTrainingTests
     /// <param name="skip">The configs' ["output"] runs the head vocabulary-parallel; [] converts it (LoRA, flips), so
     /// it is gathered whole like a block.</param>
     [Theory]
-    [InlineData(2, "[\"output\"]")]
-    [InlineData(2, "[]")]
-    [InlineData(4, "[\"output\"]")]
-    public void Sharded_ranks_train_like_one_rank_and_hold_their_share_of_the_parameters(int ranks, string skip)
+    [InlineData(2, "[\"output\"]", true)]
+    [InlineData(2, "[\"output\"]", false)]
+    [InlineData(2, "[]", true)]
+    [InlineData(4, "[\"output\"]", true)]
+    public void Sharded_ranks_train_like_one_rank_and_hold_their_share_of_the_parameters(int ranks, string skip, bool checkpointing)
     {
         string root = TempRoot();
         try
         {
-            string[] steps = { "--steps", "8", "--set", $"bitflip.skip_patterns={skip}" };
+            string[] steps = { "--steps", "8", "--set", $"bitflip.skip_patterns={skip}",
+                "--set", $"parallelism.activation_checkpointing={(checkpointing ? "true" : "false")}" };
             var (two, _) = MpiRunner.Bflora(ranks,
                 Common.Concat(steps).Concat(new[] { "--set", $"parallelism.fsdp_degree={ranks}", "--out", Path.Combine(root, "w2") }).ToArray(),
                 Timeout);

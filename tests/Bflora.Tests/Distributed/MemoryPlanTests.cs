@@ -59,6 +59,10 @@ public class MemoryPlanTests
         const long blockSet = 2 * T * (14 * d + 3 * kvd + 5 * F + 7 * r) + 4 * T * 64, head = T * (2 * d + 10 * V);
         Assert.Equal(L * blockSet + head, one.Activations);
         Assert.Equal(2 * L * T * d + blockSet + T * 2 * d + 16 * T * V + 2 * T * d * 8, two.Activations);
+        // Without checkpointing two ranks keep every block's set too.
+        var kept = Plan70B(2, "parallelism.activation_checkpointing=false");
+        Assert.Equal(L * blockSet + T * 2 * d + 16 * T * V + 2 * T * d * 8, kept.Activations);
+        Assert.Equal(two.Params, kept.Params);
     }
 
     [Fact]

@@ -20,7 +20,8 @@ public class ProcessMemoryTests
         {
             long during = ProcessMemory.Resident();
             Assert.InRange(during - before, 400L << 20, 1L << 30);
-            Assert.True(ProcessMemory.Peak() >= during);
+            // Linux caches RSS counters per thread (synced every 64 faults), so two reads may differ by a few pages.
+            Assert.True(ProcessMemory.Peak() >= during - (16 << 20), "the peak covers the resident set");
         }
         Assert.True(ProcessMemory.Resident() < ProcessMemory.Peak(), "freeing the tensor lowers the resident set, not the peak");
     }

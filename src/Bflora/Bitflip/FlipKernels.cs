@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -202,7 +203,8 @@ public static unsafe class ZeroOut
         Parallel.For(0, chunks, options, c =>
         {
             long from = c * chunk, to = Math.Min(count, from + chunk);
-            found[c] = wide ? Record32((uint*)p, from, to, firstDropped) : Record16((ushort*)p, from, to, (ushort)firstDropped);
+            found[c] = wide ? Record((uint*)p, from, to, firstDropped, 0x7FFFFFFFu)
+                : Record((ushort*)p, from, to, (ushort)firstDropped, (ushort)0x7FFF);
         });
         var all = new long[found.Sum(l => l?.Count ?? 0)];
         int at = 0;
@@ -211,17 +213,18 @@ public static unsafe class ZeroOut
         return all;
     }
 
-    static List<long>? Record16(ushort* p, long from, long to, ushort firstDropped)
+    /// <summary>Record for one word width: T is ushort (bf16, fp16) or uint (fp32); abs clears the sign bit.</summary>
+    static List<long>? Record<T>(T* p, long from, long to, T firstDropped, T abs) where T : unmanaged, IBinaryInteger<T>
     {
         List<long>? found = null;
         long i = from;
         if (FlipKernels.AllowVector512 && Vector512.IsHardwareAccelerated)
         {
-            var abs = Vector512.Create((ushort)0x7FFF);
+            var absVector = Vector512.Create(abs);
             var limit = Vector512.Create(firstDropped);
-            for (; i + Vector512<ushort>.Count <= to; i += Vector512<ushort>.Count)
-                if (Vector512.GreaterThanOrEqualAny(Vector512.Load(p + i) & abs, limit))
-                    Scalar(i, i + Vector512<ushort>.Count);
+            for (; i + Vector512<T>.Count <= to; i += Vector512<T>.Count)
+                if (Vector512.GreaterThanOrEqualAny(Vector512.Load(p + i) & absVector, limit))
+                    Scalar(i, i + Vector512<T>.Count);
         }
         Scalar(i, to);
         return found;
@@ -229,29 +232,7 @@ public static unsafe class ZeroOut
         void Scalar(long a, long b)
         {
             for (long q = a; q < b; q++)
-                if ((p[q] & 0x7FFF) >= firstDropped) { p[q] = 0; (found ??= new List<long>()).Add(q); }
-        }
-    }
-
-    static List<long>? Record32(uint* p, long from, long to, uint firstDropped)
-    {
-        List<long>? found = null;
-        long i = from;
-        if (FlipKernels.AllowVector512 && Vector512.IsHardwareAccelerated)
-        {
-            var abs = Vector512.Create(0x7FFFFFFFu);
-            var limit = Vector512.Create(firstDropped);
-            for (; i + Vector512<uint>.Count <= to; i += Vector512<uint>.Count)
-                if (Vector512.GreaterThanOrEqualAny(Vector512.Load(p + i) & abs, limit))
-                    Scalar(i, i + Vector512<uint>.Count);
-        }
-        Scalar(i, to);
-        return found;
-
-        void Scalar(long a, long b)
-        {
-            for (long q = a; q < b; q++)
-                if ((p[q] & 0x7FFFFFFF) >= firstDropped) { p[q] = 0; (found ??= new List<long>()).Add(q); }
+                if ((p[q] & abs) >= firstDropped) { p[q] = T.Zero; (found ??= new List<long>()).Add(q); }
         }
     }
 

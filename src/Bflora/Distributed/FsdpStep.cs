@@ -111,14 +111,14 @@ public sealed partial class FsdpModel
         return lossValue;
     }
 
-    /// <summary>The head gathered whole: cross-entropy on the bf16 logits, as the single-process path computes it.</summary>
+    /// <summary>The head gathered whole: the single-process path's cross-entropy on the bf16 logits.</summary>
     private double GatheredHeadBackward(Tensor last, Tensor labels, double divisor)
     {
         using var scope = NewDisposeScope();   // the logits, the largest activation, go before the blocks are recomputed
         var logits = Model.Head(last);
-        var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), labels.view(-1));
+        var loss = Training.TrainLoss.CrossEntropy(logits, labels);
         loss.div(divisor).backward();
-        return loss.to(ScalarType.Float32).item<float>();
+        return loss.item<float>();
     }
 
     private Tensor RunBlock(int i, Tensor x, Tensor cos, Tensor sin)

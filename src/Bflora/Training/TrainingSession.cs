@@ -180,10 +180,9 @@ public sealed class TrainingSession : IDisposable
             using var scope = NewDisposeScope();
             var (inputs, labels) = Batches.MicroBatch(globalBatch, Layout, micro, _sync.Rank);
             var logits = Model.call(inputs);
-            // Cross-entropy on the bf16 logits, as the original computes it.
-            var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), labels.view(-1));
+            var loss = TrainLoss.CrossEntropy(logits, labels);
             loss.div(divisor).backward();
-            lossSum += loss.to(ScalarType.Float32).item<float>();
+            lossSum += loss.item<float>();
         }
 
         double lr = schedule.LrAt(k);

@@ -52,10 +52,11 @@ public class FsdpTrainingTests
             Assert.Equal(8, w2.Count);
             for (int i = 0; i < w1.Count; i++)
             {
-                // Losses are means of bf16 losses: within one bf16 ulp at ~6 (0.03125). Gradients differ by where
-                // micro-batches are summed (bf16 .grad at world 1, fp32 reduce-scatter at world 2).
-                Assert.True(Math.Abs(w1[i].Loss - w2[i].Loss) <= 0.032, $"step {i + 1}: loss {w1[i].Loss} vs {w2[i].Loss}");
-                Assert.True(Math.Abs(w1[i].Norm - w2[i].Norm) <= 1e-2 * w1[i].Norm, $"step {i + 1}: norm {w1[i].Norm} vs {w2[i].Norm}");
+                // The same windows and flips: losses agree to 1e-3 relative (measured: 2e-5 with the gathered head,
+                // 3e-4 with the vocabulary-parallel one, whose log-sum-exp is fp32 rather than bf16). Gradients differ
+                // by where micro-batches are summed (bf16 .grad at world 1, fp32 reduce-scatter at world 2).
+                Assert.True(Math.Abs(w1[i].Loss - w2[i].Loss) <= 1e-3 * w1[i].Loss, $"step {i + 1}: loss {w1[i].Loss} vs {w2[i].Loss}");
+                Assert.True(Math.Abs(w1[i].Norm - w2[i].Norm) <= 2e-3 * w1[i].Norm, $"step {i + 1}: norm {w1[i].Norm} vs {w2[i].Norm}");
             }
 
             long bytes1 = ParamsPerRank(one.Stdout), bytes2 = ParamsPerRank(two.Stdout);

@@ -63,6 +63,7 @@ public class MpiCollectivesTests
         var (r, elapsed) = MpiRunner.Bflora(2, new[] { "train", "--config", "configs/debug.toml" }, Timeout);
         Assert.Equal(2, r.ExitCode);
         var line = Assert.Single(ErrorLines(r.Stdout + "\n" + r.Stderr));
+        Bflora.Tests.Reliability.CleanError.NoCrash(r);
         Assert.Contains("fsdp_degree is 1", line);
         Assert.Contains("world size 2", line);
         Assert.True(elapsed < TimeSpan.FromSeconds(30), $"took {elapsed.TotalSeconds:F1} s");
@@ -78,6 +79,7 @@ public class MpiCollectivesTests
         Assert.Contains("rank 0 exit 2", r.Stdout);
         Assert.Contains("rank 1 exit 2", r.Stdout);
         Assert.Single(ErrorLines(r.Stdout + "\n" + r.Stderr));
+        Bflora.Tests.Reliability.CleanError.NoCrash(r);
     }
 
     private static string[] ErrorLines(string output) =>

@@ -77,6 +77,18 @@ public class Llama3ModelTests
     }
 
     [Fact]
+    public void Rope_frequencies_are_theta_to_the_minus_2j_over_d()
+    {
+        var f = Rope.Frequencies(128, 500000, null);
+        Assert.Equal(64, f.Length);
+        Assert.Equal(1.0, f[0]);
+        Assert.Equal(0.0014142135623730951, f[32], 15);   // 500000^(-64/128) = 1/√500000
+        Assert.Equal(2.0e-6 * Math.Pow(500000, 2.0 / 128), f[63], 15);   // 500000^(-126/128)
+        var oneB = Flavors.Get("1B");
+        Assert.Equal((500000.0, 32.0), (oneB.RopeTheta, oneB.RopeScaling!.Factor));
+    }
+
+    [Fact]
     public void Llama31_scaling_keeps_high_frequencies_divides_low_ones_and_blends_between()
     {
         const int hd = 128;

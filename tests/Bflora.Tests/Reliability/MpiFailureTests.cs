@@ -26,6 +26,7 @@ public class MpiFailureTests
         Assert.Equal(2, r.ExitCode);
         string line = Assert.Single((r.Stdout + "\n" + r.Stderr).Split('\n'), l => l.Contains("error:", StringComparison.Ordinal));
         Assert.StartsWith("error: step 1: non-finite", line);
+        CleanError.NoCrash(r);
         Assert.DoesNotContain("MPI_ABORT", r.Stderr);
         Assert.True(elapsed < TimeSpan.FromSeconds(60), $"took {elapsed.TotalSeconds:F1} s");
         Assert.False(Directory.Exists(Path.Combine(dir.File("run"), "checkpoints")));

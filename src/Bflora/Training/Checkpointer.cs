@@ -17,7 +17,13 @@ public sealed record TrainerState(
     [property: JsonPropertyName("config_name")] string ConfigName,
     [property: JsonPropertyName("world_size")] int WorldSize,
     [property: JsonPropertyName("trainable")] string Trainable,
-    [property: JsonPropertyName("master_dtype")] string MasterDtype);
+    [property: JsonPropertyName("master_dtype")] string MasterDtype,
+    [property: JsonPropertyName("unlogged_loss")] UnloggedLoss? Unlogged = null);
+
+/// <summary>Losses of the steps since the last metrics row, so a resumed run's next row averages the same steps.</summary>
+public sealed record UnloggedLoss(
+    [property: JsonPropertyName("sum")] double Sum,
+    [property: JsonPropertyName("steps")] int Steps);
 
 /// <summary>
 /// Writes and finds checkpoints under OUT/checkpoints/step-N/. A checkpoint is assembled in a hidden temporary folder
@@ -143,7 +149,7 @@ public static partial class Checkpointer
         if (!lead) return;
         var state = new TrainerState(session.CompletedSteps, session.Optimizer.StepCount, session.Converted.Step.Value,
             session.DataCursor, session.Config.Name, session.Layout.World, session.Config.Training.Trainable,
-            session.Config.Training.MasterDtype);
+            session.Config.Training.MasterDtype, session.Unlogged);
         AtomicFile.WriteAllText(Path.Combine(folder, StateJson),
             JsonSerializer.Serialize(state, new JsonSerializerOptions { WriteIndented = true }));
     }

@@ -50,6 +50,7 @@ public static class TrainRun
         if (resumeFrom is not null)
         {
             var state = Checkpointer.Load(resumeFrom, session);
+            session.Unlogged = state.Unlogged ?? new UnloggedLoss(0, 0);
             if (state.Step >= t.Steps)
                 throw new BfloraInputException($"the checkpoint {resumeFrom} is at step {state.Step}; ask for more steps than that (--steps)");
             if (lead) MetricsLog.TruncateAfter(output, state.Step);
@@ -65,8 +66,6 @@ public static class TrainRun
         long firstStep = session.CompletedSteps + 1;
         var clock = Stopwatch.StartNew();
         long tokens = 0;
-        double lossSum = 0;
-        int lossCount = 0;
         long skips = 0;
         string? lastCheckpoint = null;
         while (session.CompletedSteps < t.Steps)
@@ -87,17 +86,15 @@ public static class TrainRun
             }
             else
             {
-                lossSum += step.Loss;
-                lossCount++;
+                session.Unlogged = new UnloggedLoss(session.Unlogged.Sum + step.Loss, session.Unlogged.Steps + 1);
                 var eta = TimeSpan.FromSeconds(elapsed / (step.Step - firstStep + 1) * (t.Steps - step.Step));
                 progress.Step(step.Step, t.Steps, step.Loss, tokensPerSecond, eta);
             }
             // A skipped step has no numbers worth a row (JSON cannot hold NaN); its neighbours' rows carry on.
             if (step.Step % t.LogFreq == 0 && !step.Skipped)
             {
-                var row = new MetricsRow(step.Step, lossSum / lossCount, step.Lr, step.GradNorm, tokensPerSecond);
-                lossSum = 0;
-                lossCount = 0;
+                var row = new MetricsRow(step.Step, session.Unlogged.Sum / session.Unlogged.Steps, step.Lr, step.GradNorm, tokensPerSecond);
+                session.Unlogged = new UnloggedLoss(0, 0);
                 if (lead) MetricsLog.Append(output, row);
                 progress.Line(row.LogLine(t.Steps, elapsed));
             }

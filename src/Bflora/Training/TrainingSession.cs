@@ -70,6 +70,9 @@ public sealed class TrainingSession : IDisposable
         Slots = fsdp?.Slots ?? Trainable.Select(t => AdamWSlot.From(t.Name, t.Param, dtype)).ToList();
     }
 
+    /// <summary>The losses the trainer has not logged yet; kept in checkpoints so a resumed run logs the same rows.</summary>
+    public UnloggedLoss Unlogged { get; set; } = new(0, 0);
+
     /// <summary>This process's resident bytes just before the model was built: runtime, libraries, tokenizer, data.</summary>
     public long ResidentBeforeModel { get; private init; }
 

@@ -88,6 +88,22 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void Resume_between_two_log_rows_logs_the_rows_a_straight_run_logs()
+    {
+        using var straight = new TempFolder();
+        using var resumed = new TempFolder();
+        var quiet = new PlainProgress(TextWriter.Null);
+        string[] every2 = ["training.log_freq=2", "training.save_freq=10"];
+        var a = TrainRun.Execute(TrainingKit.Config("lora", steps: 6, warmup: 10, overrides: every2), new TrainOptions(straight.Path), quiet);
+        // Stops at step 3, after the row of step 2: step 3's loss waits in the checkpoint for the row of step 4.
+        TrainRun.Execute(TrainingKit.Config("lora", steps: 3, warmup: 10, overrides: every2), new TrainOptions(resumed.Path), quiet);
+        var b = TrainRun.Execute(TrainingKit.Config("lora", steps: 6, warmup: 10, overrides: every2),
+            new TrainOptions(resumed.Path, Resume: true), quiet);
+        Assert.Equal(new long[] { 2, 4, 6 }, b.Rows.Select(r => r.Step));
+        Assert.Equal(a.Rows.Select(r => r.Loss), b.Rows.Select(r => r.Loss));
+    }
+
+    [Fact]
     public void Resume_without_a_checkpoint_is_an_input_error()
     {
         using var dir = new TempFolder();

@@ -34,14 +34,24 @@ public sealed class WrapperTests : IDisposable
     [Fact]
     public void Concurrent_starts_both_succeed_and_an_up_to_date_build_never_calls_dotnet()
     {
-        // Two starts at once, as `mpirun -n 2 ./bflora` does: the lock lets one build while the other waits.
-        var first = Start(null);
-        var second = Start(null);
+        // Two starts at once on a stale build, as `mpirun -n 2 ./bflora` does: the lock lets one build while the
+        // other waits and then finds the build done. A dotnet that logs each call before running the real one counts.
+        string realDotnet = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':')
+            .Select(d => Path.Combine(d, "dotnet")).First(File.Exists);
+        string calls = Path.Combine(_fakeBin, "calls");
+        string shim = Path.Combine(_fakeBin, "counting", "dotnet");
+        Directory.CreateDirectory(Path.GetDirectoryName(shim)!);
+        File.WriteAllText(shim, $"#!/bin/sh\necho call >> '{calls}'\nexec '{realDotnet}' \"$@\"\n");
+        File.SetUnixFileMode(shim, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        File.Delete(Path.Combine(RepoPaths.Root, ".build", "cli", ".stamp"));
+        var first = Start(Path.GetDirectoryName(shim));
+        var second = Start(Path.GetDirectoryName(shim));
         foreach (var result in new[] { Finish(first), Finish(second) })
         {
             Assert.True(result.Code == 0, result.Err);
             Assert.Contains("demo", result.Out);
         }
+        Assert.Single(File.ReadAllLines(calls));
 
         // A dotnet that only records being called: the stamp must keep the wrapper away from it.
         string marker = Path.Combine(_fakeBin, "called");

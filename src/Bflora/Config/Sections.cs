@@ -57,7 +57,8 @@ public sealed class BitflipSection
     public double XPExp { get; set; }
     public double XPFrac { get; set; }
     public double? XZeroOutT { get; set; }
-    public long BaseSeed { get; set; }
+    /// <summary>Unset: training uses 0; `eval --bitflip` without an adapter uses 42, as the original's eval does.</summary>
+    public long? BaseSeed { get; set; }
     public List<string> SkipPatterns { get; set; } = new() { "output" };
     public string Rng { get; set; } = "fast";
 
@@ -77,8 +78,11 @@ public sealed class CheckpointSection
 
 public static class BitflipSectionExtensions
 {
-    /// <summary>The flip settings of this section; <paramref name="seedOverride"/> replaces base_seed (eval --bitflip-seed).</summary>
-    public static Bitflip.FlipSettings ToFlipSettings(this BitflipSection s, long? seedOverride = null) =>
-        new(s.WPExp, s.WPFrac, s.WZeroOutT, s.XPExp, s.XPFrac, s.XZeroOutT, seedOverride ?? s.BaseSeed,
+    /// <summary>
+    /// The flip settings of this section; <paramref name="seedOverride"/> replaces base_seed (eval --bitflip-seed),
+    /// and <paramref name="unsetSeed"/> stands in when the config has none.
+    /// </summary>
+    public static Bitflip.FlipSettings ToFlipSettings(this BitflipSection s, long? seedOverride = null, long unsetSeed = 0) =>
+        new(s.WPExp, s.WPFrac, s.WZeroOutT, s.XPExp, s.XPFrac, s.XZeroOutT, seedOverride ?? s.BaseSeed ?? unsetSeed,
             s.Rng == "philox" ? Bitflip.FlipRng.Philox : Bitflip.FlipRng.Fast);
 }

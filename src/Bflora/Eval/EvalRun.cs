@@ -24,7 +24,10 @@ public static class EvalRun
         string condition = "no bitflip, no LoRA (clean baseline)";
         if (request.Bitflip || request.Adapter is not null)
         {
-            var flips = request.Bitflip ? config.Bitflip.ToFlipSettings(request.BitflipSeed) : FlipSettings.Off;
+            // Without base_seed the original's eval flips with 42; an adapter was trained with the trainer's 0.
+            var flips = request.Bitflip
+                ? config.Bitflip.ToFlipSettings(request.BitflipSeed, unsetSeed: request.Adapter is null ? 42 : 0)
+                : FlipSettings.Off;
             if (request.Bitflip && !config.Bitflip.AnyFlip) warn("--bitflip with every [bitflip] probability at 0: only zero-out applies");
             var adapter = request.Adapter is { } dir ? PeftAdapter.ReadConfig(dir) : null;
             // Eval never steps the optimizer, so every batch sees the masks of step 0.

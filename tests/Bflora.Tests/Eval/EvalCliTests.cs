@@ -24,10 +24,13 @@ public class EvalCliTests
         return path;
     }
 
-    static (JsonElement Json, CliResult Run) Eval(TempFolder dir, string corpus, params string[] extra)
+    static (JsonElement Json, CliResult Run) Eval(TempFolder dir, string corpus, params string[] extra) =>
+        EvalWith("configs/debug.toml", dir, corpus, extra);
+
+    static (JsonElement Json, CliResult Run) EvalWith(string config, TempFolder dir, string corpus, params string[] extra)
     {
         string json = dir.File($"eval-{Guid.NewGuid():N}.json");
-        var r = CliRunner.Run(["eval", "--config", "configs/debug.toml", "--set", $"data.path=\"{corpus}\"", "--json", json,
+        var r = CliRunner.Run(["eval", "--config", config, "--set", $"data.path=\"{corpus}\"", "--json", json,
             .. extra], Timeout);
         Assert.True(r.ExitCode == 0, r.Stderr);
         return (JsonDocument.Parse(File.ReadAllText(json)).RootElement.Clone(), r);
@@ -89,5 +92,12 @@ public class EvalCliTests
         Assert.NotEqual(clean.GetProperty("loss").GetDouble(), one);
         // base_seed from the config is what --bitflip-seed replaces: the same value gives the same flips.
         Assert.Equal(one, Loss("--set", "bitflip.base_seed=4"));
+
+        // A config without base_seed evaluates with the original eval's 42.
+        string unseeded = dir.File("unseeded.toml");
+        File.WriteAllLines(unseeded, File.ReadAllLines(RepoPaths.Of("configs", "debug.toml")).Where(l => !l.StartsWith("base_seed")));
+        var (fallback, _) = EvalWith(unseeded, dir, corpus, flips);
+        Assert.Equal(Loss("--bitflip-seed", "42"), fallback.GetProperty("loss").GetDouble());
+        Assert.NotEqual(Loss("--bitflip-seed", "0"), fallback.GetProperty("loss").GetDouble());
     }
 }

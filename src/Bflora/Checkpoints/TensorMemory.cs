@@ -7,15 +7,11 @@ namespace Bflora.Checkpoints;
 
 /// <summary>
 /// Moves bytes between a file and the memory of a contiguous CPU tensor without a managed copy of the tensor.
-/// TorchSharp keeps its data pointer internal, so the native export is bound here directly.
 /// </summary>
 internal static unsafe class TensorMemory
 {
     // Span lengths are int; 1 GiB chunks keep every span well inside that.
     private const int ChunkBytes = 1 << 30;
-
-    [DllImport("LibTorchSharp")]
-    private static extern IntPtr THSTensor_data(IntPtr tensorHandle);
 
     /// <summary>True when the tensor's bytes can be the direct target or source of file I/O.</summary>
     public static bool IsDirect(Tensor t) => t.device_type == DeviceType.CPU && t.is_contiguous();
@@ -27,7 +23,7 @@ internal static unsafe class TensorMemory
     {
         long length = ByteLength(target);
         if (length == 0) return;
-        byte* dst = (byte*)THSTensor_data(target.Handle);
+        byte* dst = (byte*)Bitflip.TensorBits.Pointer(target);
         long done = 0;
         while (done < length)
         {
@@ -44,7 +40,7 @@ internal static unsafe class TensorMemory
     {
         long length = ByteLength(source);
         if (length == 0) return;
-        byte* src = (byte*)THSTensor_data(source.Handle);
+        byte* src = (byte*)Bitflip.TensorBits.Pointer(source);
         for (long done = 0; done < length; done += ChunkBytes)
         {
             int count = (int)Math.Min(ChunkBytes, length - done);

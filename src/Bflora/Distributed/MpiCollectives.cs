@@ -131,7 +131,7 @@ public sealed unsafe class MpiCollectives : ICollectives
 
     private nint TypeOf(Tensor t) => t.dtype == ScalarType.BFloat16 ? _uint16 : _float;
 
-    private static void* Data(Tensor t) => TensorPointer.Of(t);
+    private static void* Data(Tensor t) => Bitflip.TensorBits.Pointer(t);
 
     /// <summary>
     /// An MPI_Iallgather in flight. It holds the tensors so they cannot be freed under MPI. Open MPI progresses

@@ -37,7 +37,7 @@ public sealed unsafe class ReferenceCollectives(ICollectives inner) : ICollectiv
         CollectiveArgs.Scatter(input, output, WorldSize);
         long n = output.numel();
         var sum = Combine(input, ReduceOp.Sum);
-        float* dst = (float*)TensorPointer.Of(output);
+        float* dst = (float*)Bitflip.TensorBits.Pointer(output);
         for (long i = 0; i < n; i++) dst[i] = sum[Rank * n + i];
     }
 
@@ -45,7 +45,7 @@ public sealed unsafe class ReferenceCollectives(ICollectives inner) : ICollectiv
     {
         CollectiveArgs.Reducible(tensor, "all-reduce");
         var result = Combine(tensor, op);
-        float* dst = (float*)TensorPointer.Of(tensor);
+        float* dst = (float*)Bitflip.TensorBits.Pointer(tensor);
         for (long i = 0; i < result.Length; i++) dst[i] = result[i];
     }
 
@@ -59,7 +59,7 @@ public sealed unsafe class ReferenceCollectives(ICollectives inner) : ICollectiv
         long n = local.numel();
         var acc = new float[n];
         using var buffer = empty(n, ScalarType.Float32);
-        float* b = (float*)TensorPointer.Of(buffer);
+        float* b = (float*)Bitflip.TensorBits.Pointer(buffer);
         for (int r = 0; r < WorldSize; r++)
         {
             if (r == Rank) CopyBytes(local, buffer, n * sizeof(float));
@@ -72,7 +72,7 @@ public sealed unsafe class ReferenceCollectives(ICollectives inner) : ICollectiv
 
     private static void CopyBytes(Tensor from, Tensor to, long bytes)
     {
-        byte* s = (byte*)TensorPointer.Of(from), d = (byte*)TensorPointer.Of(to);
+        byte* s = (byte*)Bitflip.TensorBits.Pointer(from), d = (byte*)Bitflip.TensorBits.Pointer(to);
         for (long i = 0; i < bytes; i++) d[i] = s[i];
     }
 

@@ -44,7 +44,7 @@ public sealed unsafe class SingleProcessCollectives : ICollectives
     // same memory (e.g. output.view(input.shape)) needs no copy.
     private static void CopyUnlessSame(Tensor input, Tensor output)
     {
-        void* source = TensorPointer.Of(input), target = TensorPointer.Of(output);
+        void* source = Bitflip.TensorBits.Pointer(input), target = Bitflip.TensorBits.Pointer(output);
         if (source == target) return;
         long bytes = input.numel() * input.element_size();
         Buffer.MemoryCopy(source, target, bytes, bytes);

@@ -43,7 +43,8 @@ public sealed class WrapperTests : IDisposable
         Directory.CreateDirectory(Path.GetDirectoryName(shim)!);
         File.WriteAllText(shim, $"#!/bin/sh\necho call >> '{calls}'\nexec '{realDotnet}' \"$@\"\n");
         File.SetUnixFileMode(shim, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        File.Delete(Path.Combine(RepoPaths.Root, ".build", "cli", ".stamp"));
+        string stamp = Path.Combine(RepoPaths.Root, ".build", "cli", ".stamp");   // a fresh clone has no build yet
+        if (File.Exists(stamp)) File.Delete(stamp);
         var first = Start(Path.GetDirectoryName(shim));
         var second = Start(Path.GetDirectoryName(shim));
         foreach (var result in new[] { Finish(first), Finish(second) })

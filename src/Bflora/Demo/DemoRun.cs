@@ -31,12 +31,16 @@ public static class DemoRun
         var clock = Stopwatch.StartNew();
         string outDir = Path.GetFullPath(options.OutputFolder);
         TrainRun.EnsureWritable(outDir);
+        // Each run of the demo starts over: its two training stages are its own folders.
+        string pretrainDir = Path.Combine(outDir, "pretrain"), loraDir = Path.Combine(outDir, "lora");
+        foreach (string stage in new[] { pretrainDir, loraDir })
+            if (Directory.Exists(stage)) Directory.Delete(stage, recursive: true);
         string corpus = BundledFiles.Find(Path.Combine("data", "corpus"));
         int samples = options.Quick ? 32 : 128;
 
         output.WriteLine($"[1/6] Pretraining the demo model on {corpus} (flips off)");
         var pretrainConfig = Load("demo_pretrain.toml", $"data.path=\"{corpus}\"", options.Quick ? QuickPretrain : null);
-        var pretrained = train(pretrainConfig, new TrainOptions(Path.Combine(outDir, "pretrain"), TrainSplitOnly: true));
+        var pretrained = train(pretrainConfig, new TrainOptions(pretrainDir, TrainSplitOnly: true));
         string modelFolder = pretrained.LastCheckpoint;
 
         output.WriteLine($"[2/6] Profiling |x| and |w| of the pretrained model ({modelFolder})");
@@ -53,7 +57,6 @@ public static class DemoRun
         var bitflip = EvalRun.Execute(loraConfig, new EvalRequest(samples, Bitflip: true, Split: EvalSplit.HeldOut), output, warn);
 
         output.WriteLine("[5/6] Bitflip-aware LoRA fine-tuning (base frozen, flips on)");
-        string loraDir = Path.Combine(outDir, "lora");
         var lora = train(loraConfig, new TrainOptions(loraDir, TrainSplitOnly: true));
 
         output.WriteLine("[6/6] Evaluating with bit flips + the trained LoRA adapter");

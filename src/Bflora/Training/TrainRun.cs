@@ -36,12 +36,13 @@ public static class TrainRun
         if (t.SaveFreq < 1) throw new BfloraInputException($"training.save_freq must be at least 1, got {t.SaveFreq}");
         string output = Path.GetFullPath(options.OutputFolder);
         EnsureWritable(output);
-        string? resumeFrom = null;
-        if (options.Resume)
-        {
-            resumeFrom = Checkpointer.Newest(output)
-                         ?? throw new BfloraInputException($"--resume: no complete checkpoint under {Checkpointer.Root(output)}");
-        }
+        string? resumeFrom = Checkpointer.Newest(output);
+        if (options.Resume && resumeFrom is null)
+            throw new BfloraInputException($"--resume: no complete checkpoint under {Checkpointer.Root(output)}");
+        // A fresh run would mix its checkpoints with another run's, and a later --resume could pick the other's.
+        if (!options.Resume && resumeFrom is not null)
+            throw new BfloraInputException($"{output} already holds the checkpoints of a run (newest {resumeFrom}); " +
+                "add --resume to continue it, or train into another --out");
 
         if (lead) RemoveUnfinishedCheckpoints(output);
 

@@ -25,6 +25,19 @@ public class OutputAndNonFiniteCliTests
          "--set", "training.seq_len=32", "--set", "training.log_freq=1", .. more];
 
     [Fact]
+    public void A_fresh_run_into_another_runs_checkpoints_is_refused_and_touches_nothing()
+    {
+        using var dir = new TempFolder();
+        string run = dir.File("run");
+        Assert.Equal(0, CliRunner.Run(Train(run, 2), CleanError.Timeout).ExitCode);
+        string metrics = File.ReadAllText(Path.Combine(run, "metrics.jsonl"));
+        var r = CliRunner.Run(Train(run, 4), CleanError.Timeout);
+        CleanError.Check(r, "already holds the checkpoints", "step-2", "--resume");
+        Assert.Equal(metrics, File.ReadAllText(Path.Combine(run, "metrics.jsonl")));
+        Assert.Equal(new[] { "step-2" }, Directory.GetDirectories(Path.Combine(run, "checkpoints")).Select(Path.GetFileName));
+    }
+
+    [Fact]
     public void A_full_output_disk_is_reported_before_the_first_step()
     {
         using var disk = new TinyDisk("64k");

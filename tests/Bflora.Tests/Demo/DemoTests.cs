@@ -4,7 +4,8 @@ using Xunit;
 
 namespace Bflora.Tests.Demo;
 
-public sealed class DemoQuickTests : IDisposable
+/// <summary>`bflora demo` as a user runs it: --quick for its files and direction, the full run for its promise.</summary>
+public sealed class DemoTests : IDisposable
 {
     private readonly string _out = Directory.CreateTempSubdirectory("bflora-demo-").FullName;
 
@@ -37,5 +38,22 @@ public sealed class DemoQuickTests : IDisposable
         Assert.True(File.Exists(Path.Combine(_out, "pretrain", "checkpoints", "step-120", "config.json")), "HF-layout model");
         Assert.True(File.Exists(Path.Combine(_out, "lora", "checkpoints", "step-60", "adapter_model.safetensors")), "PEFT adapter");
         Assert.Contains("| Bitflip + LoRA", r.Stdout);
+
+        // Run again into the same folder, as a user reruns `./bflora demo`: it starts its stages over.
+        var again = CliRunner.Run(new[] { "demo", "--quick", "--out", _out }, TimeSpan.FromMinutes(12));
+        Assert.True(again.ExitCode == 0, again.Stderr);
+        Assert.Equal(new[] { "step-60" }, Directory.GetDirectories(Path.Combine(_out, "lora", "checkpoints")).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public void Full_demo_flips_cost_half_a_nat_and_lora_recovers_half_of_it()
+    {
+        var r = CliRunner.Run(new[] { "demo", "--out", _out }, TimeSpan.FromMinutes(30));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(_out, "results.json")));
+        double Loss(string key) => json.RootElement.GetProperty(key).GetProperty("loss").GetDouble();
+        double gap = Loss("bitflip") - Loss("clean"), recovered = (Loss("bitflip") - Loss("bitflip_lora")) / gap;
+        Assert.True(gap >= 0.5, $"bit flips cost {gap:F3} nats (clean {Loss("clean"):F4}, bitflip {Loss("bitflip"):F4})");
+        Assert.True(recovered >= 0.5, $"LoRA recovered {recovered:P0} of the gap (bitflip+LoRA {Loss("bitflip_lora"):F4})");
     }
 }

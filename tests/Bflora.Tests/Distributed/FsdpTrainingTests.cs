@@ -141,6 +141,47 @@ public class FsdpTrainingTests
         }
     }
 
+    [Fact]
+    public void Tied_embeddings_train_on_two_ranks_like_on_one()
+    {
+        // The debug dimensions with tie_word_embeddings (as Llama-3.2-1B has): a config without a flavor takes them
+        // from config.json. At 2 ranks the one matrix is both the vocabulary-parallel embedding and the head.
+        string root = TempRoot();
+        try
+        {
+            string model = Path.Combine(root, "model");
+            Directory.CreateDirectory(model);
+            var tokenizer = new Bflora.Data.ByteTokenizer();
+            var args = Flavors.Get("debug") with { VocabSize = tokenizer.VocabSize, TieEmbeddings = true };
+            Bflora.Checkpoints.HfConfig.Write(Path.Combine(model, Bflora.Checkpoints.HfConfig.FileName), args, tokenizer.BosId, tokenizer.EosId);
+            string toml = Path.Combine(root, "tied.toml");
+            File.WriteAllLines(toml, File.ReadAllLines(RepoPaths.Of("configs", "debug.toml"))
+                .Where(l => !l.StartsWith("flavor"))
+                .Select(l => l == "[model]" ? $"[model]\nhf_model_path = \"{model}\"" : l));
+            string[] run = { "train", "--config", toml, "--steps", "4", "--set", "training.log_freq=1", "--set", "training.lr=1e-2" };
+            var (two, _) = MpiRunner.Bflora(2, run.Concat(new[] { "--set", "parallelism.fsdp_degree=2", "--out", Path.Combine(root, "w2") }).ToArray(), Timeout);
+            Assert.True(two.ExitCode == 0, $"{two.Stdout}\n{two.Stderr}");
+            var one = CliRunner.Run(run.Concat(new[] { "--set", "training.gradient_accumulation_steps=2", "--out", Path.Combine(root, "w1") }).ToArray(), Timeout);
+            Assert.True(one.ExitCode == 0, one.Stderr);
+            // The tie came through config.json: one vocabulary matrix in the count, the LoRA adapters on top.
+            var counts = Regex.Match(one.Stdout, @"Total params: ([\d,]+) \| Trainable \(LoRA\): ([\d,]+)");
+            Assert.True(counts.Success, one.Stdout);
+            long Number(int g) => long.Parse(counts.Groups[g].Value.Replace(",", ""));
+            Assert.Equal(args.TotalParams + Number(2), Number(1));
+            var (w1, w2) = (Rows(Path.Combine(root, "w1")), Rows(Path.Combine(root, "w2")));
+            Assert.Equal(4, w2.Count);
+            for (int i = 0; i < w1.Count; i++)
+            {
+                Assert.True(Math.Abs(w1[i].Loss - w2[i].Loss) <= 1e-3 * w1[i].Loss, $"step {i + 1}: loss {w1[i].Loss} vs {w2[i].Loss}");
+                Assert.True(Math.Abs(w1[i].Norm - w2[i].Norm) <= 2e-3 * w1[i].Norm, $"step {i + 1}: norm {w1[i].Norm} vs {w2[i].Norm}");
+            }
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
+        }
+    }
+
     private static CliResult TrainTwoRanks(string output, params string[] extra)
     {
         var (result, _) = MpiRunner.Bflora(2,

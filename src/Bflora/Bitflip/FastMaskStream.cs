@@ -94,7 +94,8 @@ public static class FastMaskStream
             (_k0, _k1) = ((uint)seed, (uint)block);
             _blockHigh = (uint)(block >> 32);
             _mask = componentMask;
-            _perLogKeep = 1.0 / LogKeep(halves);
+            // p = 1 (n = 0) flips every bit: a gap of zero, where 1 / ln(1 − p) has no value.
+            _perLogKeep = halves == 0 ? 0 : 1.0 / LogKeep(halves);
             _bitCount = BlockElements * bitsPerElement;
             _draw = 0; _spare = 0; _hasSpare = false; _position = -1;
         }

@@ -51,6 +51,18 @@ public class FlipLawTests
             $"all bits: {counts.Sum()} flips, expected {trials * p:F1} ± {totalSigma:F1}");
     }
 
+    [Theory]
+    [InlineData(FlipRng.Fast, ScalarType.BFloat16)]
+    [InlineData(FlipRng.Fast, ScalarType.Float32)]
+    [InlineData(FlipRng.Philox, ScalarType.BFloat16)]
+    [InlineData(FlipRng.Philox, ScalarType.Float32)]
+    public void At_p_1_every_bit_flips(FlipRng rng, ScalarType dtype)
+    {
+        Assert.Equal(0, FlipProbability.Halves(1.0));
+        const int elements = 70001;   // more than one fast-generator block
+        Assert.All(PerBitCounts(rng, 0, elements, 5, dtype), count => Assert.Equal(elements, count));
+    }
+
     /// <summary>
     /// Joint flips of two bits, within one element and across neighbouring elements, must occur at rate p², as
     /// for independent bits. Float32 frac has 23 positions, so the fast generator's gaps cross element borders often.

@@ -17,7 +17,10 @@ public class ConfigTests
         Assert.Equal((5, 500, 4), (c.Training.LogFreq, c.Training.SaveFreq, c.Parallelism.FsdpDegree));
         Assert.Equal((32, 32.0), (c.Lora.R, c.Lora.LoraAlpha));
         Assert.Equal(Math.Pow(0.5, 16), c.Bitflip.WPExp);
+        Assert.Equal(Math.Pow(0.5, 16), c.Bitflip.WPFrac);
+        Assert.Equal(Math.Pow(0.5, 16), c.Bitflip.XPExp);
         Assert.Equal(Math.Pow(0.5, 16), c.Bitflip.XPFrac);
+        Assert.Equal(0L, c.Bitflip.BaseSeed);
         Assert.Equal(256.0, c.Bitflip.WZeroOutT);
         Assert.Equal(8192.0, c.Bitflip.XZeroOutT);
         Assert.Equal(new[] { "output" }, c.Bitflip.SkipPatterns);

@@ -13,8 +13,8 @@ public sealed record BenchItem(string Name, double Value, double? Goal, bool AtM
 }
 
 /// <summary>
-/// `bflora bench`: the performance issue's nine ratios (and the 2-rank ratio with recompute), measured in one run so that each ratio compares timings taken
-/// under the same machine load. --quick shrinks every measurement to seconds (for tests; its numbers mean little).
+/// `bflora bench`: the performance issue's nine ratios (and the 2-rank ratio with recompute), measured in one run so
+/// that each ratio compares timings taken under the same machine load. --quick shrinks every measurement to seconds (for tests; its numbers mean little).
 /// </summary>
 public static class BenchRun
 {

@@ -23,7 +23,14 @@ public sealed record TrainerState(
 /// <summary>Losses of the steps since the last metrics row, so a resumed run's next row averages the same steps.</summary>
 public sealed record UnloggedLoss(
     [property: JsonPropertyName("sum")] double Sum,
-    [property: JsonPropertyName("steps")] int Steps);
+    [property: JsonPropertyName("steps")] int Steps)
+{
+    public static readonly UnloggedLoss None = new(0, 0);
+
+    public UnloggedLoss With(double loss) => new(Sum + loss, Steps + 1);
+
+    [JsonIgnore] public double Mean => Sum / Steps;
+}
 
 /// <summary>
 /// Writes and finds checkpoints under OUT/checkpoints/step-N/. A checkpoint is assembled in a hidden temporary folder

@@ -51,7 +51,7 @@ public static class TrainRun
         if (resumeFrom is not null)
         {
             var state = Checkpointer.Load(resumeFrom, session);
-            session.Unlogged = state.Unlogged ?? new UnloggedLoss(0, 0);
+            session.Unlogged = state.Unlogged ?? UnloggedLoss.None;
             if (state.Step >= t.Steps)
                 throw new BfloraInputException($"the checkpoint {resumeFrom} is at step {state.Step}; ask for more steps than that (--steps)");
             if (lead) MetricsLog.TruncateAfter(output, state.Step);
@@ -87,15 +87,15 @@ public static class TrainRun
             }
             else
             {
-                session.Unlogged = new UnloggedLoss(session.Unlogged.Sum + step.Loss, session.Unlogged.Steps + 1);
+                session.Unlogged = session.Unlogged.With(step.Loss);
                 var eta = TimeSpan.FromSeconds(elapsed / (step.Step - firstStep + 1) * (t.Steps - step.Step));
                 progress.Step(step.Step, t.Steps, step.Loss, tokensPerSecond, eta);
             }
             // A skipped step has no numbers worth a row (JSON cannot hold NaN); its neighbours' rows carry on.
             if (step.Step % t.LogFreq == 0 && !step.Skipped)
             {
-                var row = new MetricsRow(step.Step, session.Unlogged.Sum / session.Unlogged.Steps, step.Lr, step.GradNorm, tokensPerSecond);
-                session.Unlogged = new UnloggedLoss(0, 0);
+                var row = new MetricsRow(step.Step, session.Unlogged.Mean, step.Lr, step.GradNorm, tokensPerSecond);
+                session.Unlogged = UnloggedLoss.None;
                 if (lead) MetricsLog.Append(output, row);
                 progress.Line(row.LogLine(t.Steps, elapsed));
             }

@@ -71,7 +71,7 @@ public sealed class TrainingSession : IDisposable
     }
 
     /// <summary>The losses the trainer has not logged yet; kept in checkpoints so a resumed run logs the same rows.</summary>
-    public UnloggedLoss Unlogged { get; set; } = new(0, 0);
+    public UnloggedLoss Unlogged { get; set; } = UnloggedLoss.None;
 
     /// <summary>This process's resident bytes just before the model was built: runtime, libraries, tokenizer, data.</summary>
     public long ResidentBeforeModel { get; private init; }

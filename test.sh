@@ -18,6 +18,17 @@ if ! command -v mpirun >/dev/null 2>&1; then
   fi
 fi
 
+# The GPU flip kernels are also compiled as host code by the tests (their CPU twin); Debian's g++ does that.
+if ! command -v g++ >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing g++ from apt"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++) >/dev/null \
+      || echo "test.sh: warning: could not install g++; the GPU kernel emulation tests will fail"
+  else
+    echo "test.sh: warning: g++ not found and not root; install g++ for the GPU kernel emulation tests"
+  fi
+fi
+
 results="$root/.test-results"
 rm -rf "$results"
 if ! dotnet build tests/Bflora.Tests/Bflora.Tests.csproj -c Release --nologo -v q -clp:ErrorsOnly; then

@@ -1,9 +1,13 @@
+using Bflora.Bitflip.Cuda;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Bflora.Bitflip;
 
-/// <summary>The flip on CPU tensors, through the fast kernels. Indices are flat row-major.</summary>
+/// <summary>
+/// The flip on tensors, through the CPU engine's kernels or, for CUDA tensors, the device kernels of
+/// <see cref="DeviceFlip"/>; both give the reference's bits. Indices are flat row-major.
+/// </summary>
 public static unsafe class BitFlip
 {
     /// <summary>
@@ -12,7 +16,7 @@ public static unsafe class BitFlip
     /// </summary>
     public static Tensor Flip(Tensor x, FlipOp op, long indexOffset = 0, int maxThreads = 0)
     {
-        var result = torch.empty(x.shape, x.dtype);
+        var result = torch.empty(x.shape, x.dtype, device: x.device);
         FlipInto(x, result, op, indexOffset, maxThreads);
         return result;
     }
@@ -27,6 +31,12 @@ public static unsafe class BitFlip
         if (dst.dtype != src.dtype) throw new ArgumentException($"flip destination is {dst.dtype}, source {src.dtype}");
         if (!dst.shape.SequenceEqual(src.shape)) throw new ArgumentException("flip destination shape differs from the source");
         if (!dst.is_contiguous()) throw new ArgumentException("flip destination must be contiguous");
+        if (dst.device_type != src.device_type || dst.device_index != src.device_index) throw new ArgumentException($"flip destination is on {dst.device}, source on {src.device}");
+        if (Device(src) is { } gpu)
+        {
+            DeviceFlip.FlipInto(src, dst, op, indexOffset, gpu);
+            return;
+        }
         using var dense = src.contiguous();
         FlipKernels.Run(TensorBits.Pointer(dense), TensorBits.Pointer(dst), dense.numel(), fmt, op, indexOffset,
             Threads(maxThreads));
@@ -40,6 +50,7 @@ public static unsafe class BitFlip
     {
         if (!grad.shape.SequenceEqual(x.shape) || grad.dtype != x.dtype)
             throw new ArgumentException("gradient shape or dtype differs from the input");
+        if (Device(x) is { } gpu) return DeviceFlip.StraightThroughGradient(x, grad, op, indexOffset, gpu);
         if (op.ZeroOutT is null) return grad.clone();
         var fmt = FlipFormats.Of(x.dtype);
         using var denseX = x.contiguous();
@@ -57,6 +68,7 @@ public static unsafe class BitFlip
     /// </summary>
     public static Tensor? FlipIntoRecordingDropped(Tensor src, Tensor dst, FlipOp op, long indexOffset = 0, int maxThreads = 0)
     {
+        if (Device(src) is { } gpu) return DeviceFlip.FlipIntoRecordingDropped(src, dst, op, indexOffset, gpu);
         if (op.ZeroOutThreshold is not float t)
         {
             FlipInto(src, dst, op, indexOffset, maxThreads);
@@ -68,6 +80,14 @@ public static unsafe class BitFlip
             ZeroOut.FirstDroppedBits(fmt, t), Threads(maxThreads));
         return dropped.Length == 0 ? null : torch.tensor(dropped, ScalarType.Int64);
     }
+
+    /// <summary>The kernel launcher for a CUDA tensor; null for a CPU one.</summary>
+    static IFlipKernelLauncher? Device(Tensor t) => t.device_type switch
+    {
+        DeviceType.CPU => null,
+        DeviceType.CUDA => CudaFlipLauncher.For(t.device_index),
+        _ => throw new ArgumentException($"bitflip runs on CPU and CUDA tensors, not {t.device_type}"),
+    };
 
     static int Threads(int maxThreads) => maxThreads > 0 ? maxThreads : torch.get_num_threads();
 }

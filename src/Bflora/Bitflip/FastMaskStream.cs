@@ -57,7 +57,7 @@ public static class FastMaskStream
     }
 
     /// <summary>ln(k/64) for k = 45..91 (the c values), by the plain atanh series to s^25, |s| ≤ 0.18 there.</summary>
-    static readonly double[] LnOf64ths = Enumerable.Range(0, 92).Select(k => k < 45 ? 0.0 : SeriesLog(k / 64.0)).ToArray();
+    internal static readonly double[] LnOf64ths = Enumerable.Range(0, 92).Select(k => k < 45 ? 0.0 : SeriesLog(k / 64.0)).ToArray();
 
     static double SeriesLog(double m)
     {

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace Bflora.Bitflip;
 
-/// <summary>Raw access to a CPU tensor's storage words.</summary>
+/// <summary>Raw access to a tensor's storage words.</summary>
 public static unsafe class TensorBits
 {
     // TorchSharp keeps its own binding internal; the native export is stable.
@@ -17,6 +17,9 @@ public static unsafe class TensorBits
         if (t.device_type != DeviceType.CPU) throw new ArgumentException("bitflip kernels run on CPU tensors");
         return (void*)THSTensor_data(t.Handle);
     }
+
+    /// <summary>Address of the first element on the tensor's own device (a device pointer for CUDA tensors).</summary>
+    public static ulong Address(Tensor t) => (ulong)THSTensor_data(t.Handle);
 
     /// <summary>The storage words of a tensor in flat row-major order, each widened to u32.</summary>
     public static uint[] ReadWords(Tensor t)

@@ -1,0 +1,62 @@
+using System.Runtime.InteropServices;
+
+namespace Bflora.Bitflip.Cuda;
+
+/// <summary>The device kernels of flip_kernels.cu.</summary>
+public enum FlipKernel { Fast, Philox, ZeroOut }
+
+/// <summary>
+/// The one argument every kernel of flip_kernels.cu takes, by value: the layout must stay field for field that of
+/// its struct FlipArgs (8-byte fields first, so C and .NET pad it alike).
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct FlipKernelArgs
+{
+    public ulong Src, Dst;
+    public long Count, Offset;
+    public fixed double PerLogKeep[2];
+    public fixed uint Mask[2];
+    public fixed int Halves[2];
+    public fixed int Seed[2];
+    public uint FirstDropped;
+    public int ZeroOut, Wide, Components;
+
+    /// <summary>
+    /// The arguments of one flip of count elements at global index offset: active components first (exp, then
+    /// frac), the zero-out's first dropped pattern, and the fast generator's 1 / ln(1 − p) computed here, in .NET,
+    /// so the device divides nothing the reference does not.
+    /// </summary>
+    public static FlipKernelArgs For(ulong src, ulong dst, long count, long offset, FlipFormat fmt, FlipOp op)
+    {
+        var a = new FlipKernelArgs { Src = src, Dst = dst, Count = count, Offset = offset };
+        a.Wide = FlipFormats.WordBits(fmt) == 32 ? 1 : 0;
+        if (op.ZeroOutThreshold is float t)
+        {
+            a.ZeroOut = 1;
+            a.FirstDropped = Bitflip.ZeroOut.FirstDroppedBits(fmt, t);
+        }
+        int c = 0;
+        foreach (var (halves, seed, mask) in new[] { (op.ExpHalves, op.SeedExp, FlipFormats.ExpMask(fmt)),
+                     (op.FracHalves, op.SeedFrac, FlipFormats.FracMask(fmt)) })
+        {
+            if (halves is not int n) continue;
+            a.Mask[c] = mask;
+            a.Halves[c] = n;
+            a.Seed[c] = seed;
+            a.PerLogKeep[c] = n == 0 ? 0 : 1.0 / FastMaskStream.LogKeep(n);
+            c++;
+        }
+        a.Components = c;
+        return a;
+    }
+
+    /// <summary>Fixed blocks of the fast generator that the elements touch.</summary>
+    public readonly long FastBlocks => Count == 0 ? 0
+        : ((Offset + Count - 1) >> FastMaskStream.BlockShift) - (Offset >> FastMaskStream.BlockShift) + 1;
+}
+
+/// <summary>Runs one kernel of flip_kernels.cu over at least the given number of logical threads (grid-stride).</summary>
+public interface IFlipKernelLauncher
+{
+    void Launch(FlipKernel kernel, in FlipKernelArgs args, long threads);
+}

@@ -13,7 +13,7 @@ public static class BfloraCommands
             "weights of every Linear layer; LoRA adapters learn to tolerate them).")
         {
             DemoCommand.Build(), TrainCommand.Build(), EvalCommand.Build(), PlanCommand.Build(), BenchCommand.Build(),
-            ExportCommand.Build(), SelftestMpiCommand.Build(), BenchCommand.BuildWorker(),
+            ExportCommand.Build(), SelftestMpiCommand.Build(), SelftestGpuCommand.Build(), BenchCommand.BuildWorker(),
         };
         return root;
     }

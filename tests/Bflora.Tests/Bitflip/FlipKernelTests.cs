@@ -8,14 +8,7 @@ namespace Bflora.Tests.Bitflip;
 /// <summary>The fast kernels must equal the element-by-element reference bit for bit, however the work is split.</summary>
 public class FlipKernelTests
 {
-    internal static uint[] RandomWords(FlipFormat fmt, int count, int seed)
-    {
-        var rng = new Random(seed);
-        var words = new uint[count];
-        for (int i = 0; i < count; i++)
-            words[i] = FlipFormats.WordBits(fmt) == 16 ? (uint)rng.Next(0x10000) : (uint)rng.NextInt64(0x1_0000_0000L);
-        return words;
-    }
+    internal static uint[] RandomWords(FlipFormat fmt, int count, int seed) => FlipSelfTest.RandomWords(fmt, count, seed);
 
     static FlipOp Op(FlipRng rng, bool zeroOut) => new(3, 5, 1234, 1235, zeroOut ? 1.5 : null, rng);
 

@@ -81,10 +81,16 @@ public static unsafe class BitFlip
         return dropped.Length == 0 ? null : torch.tensor(dropped, ScalarType.Int64);
     }
 
-    /// <summary>The kernel launcher for a CUDA tensor; null for a CPU one.</summary>
+    /// <summary>
+    /// When set, CPU tensors on this thread take the device path with these kernels: how the tests run a whole layer
+    /// through <see cref="DeviceFlip"/> (kernels emulated on the host) without a GPU.
+    /// </summary>
+    [ThreadStatic] internal static IFlipKernelLauncher? HostKernels;
+
+    /// <summary>The kernel launcher for a CUDA tensor; null for a CPU one (the CPU engine).</summary>
     static IFlipKernelLauncher? Device(Tensor t) => t.device_type switch
     {
-        DeviceType.CPU => null,
+        DeviceType.CPU => HostKernels,
         DeviceType.CUDA => CudaFlipLauncher.For(t.device_index),
         _ => throw new ArgumentException($"bitflip runs on CPU and CUDA tensors, not {t.device_type}"),
     };

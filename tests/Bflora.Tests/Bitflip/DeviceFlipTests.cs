@@ -132,3 +132,53 @@ public class DeviceFlipTests
         Assert.Contains("--gpu-architecture=sm_90", options);
     }
 }
+
+/// <summary>The LoRA layer's three paths (fused training function, reference composition, no-grad) through the device path.</summary>
+public class DeviceFlipLayerTests
+{
+    static readonly FlipSettings Noisy = new(0.125, 0.0625, 8.0, 0.25, 0.125, 16.0, 40, FlipRng.Fast);
+
+    static (uint[] Out, uint[] GradX, uint[] GradA, uint[] GradB, uint[] Eval) Run(FlipSettings settings, bool reference)
+    {
+        using var scope = torch.NewDisposeScope();
+        var w = torch.randn(new long[] { 48, 64 }, generator: new Generator(7)).mul(4).to(ScalarType.BFloat16);
+        var layer = new Bflora.Lora.BitFlipLinearLora(new TorchSharp.Modules.Parameter(w, requires_grad: false), null, 4, 8,
+            3, settings, new FlipStep(), new Generator(11));
+        using (torch.no_grad()) layer.LoraB!.normal_(0, 0.5, generator: new Generator(5));
+        var x = torch.randn(new long[] { 2, 9, 64 }, generator: new Generator(3)).mul(8).to(ScalarType.BFloat16).requires_grad_(true);
+        var y = reference ? layer.ForwardReference(x) : layer.forward(x);
+        y.@float().pow(2).sum().backward();
+        Tensor eval;
+        using (torch.no_grad()) eval = layer.forward(x);
+        return (Words(y), Words(x.grad!), Words(layer.LoraA!.grad!), Words(layer.LoraB.grad!), Words(eval));
+    }
+
+    static uint[] Words(Tensor t) => TensorBits.ReadWords(t.detach());
+
+    [Theory]
+    [InlineData(FlipRng.Fast, false)]
+    [InlineData(FlipRng.Philox, false)]
+    [InlineData(FlipRng.Fast, true)]
+    public void Layer_through_the_device_path_equals_the_cpu_engine(FlipRng rng, bool reference)
+    {
+        var settings = Noisy with { Rng = rng };
+        var cpu = Run(settings, reference);
+        BitFlip.HostKernels = EmulatedFlipLauncher.Instance;
+        try
+        {
+            int before = EmulatedFlipLauncher.Instance.Launches.Sum();
+            var device = Run(settings, reference);
+            Assert.True(EmulatedFlipLauncher.Instance.Launches.Sum() > before);
+            Assert.Equal(cpu.Out, device.Out);
+            Assert.Equal(cpu.GradX, device.GradX);
+            Assert.Equal(cpu.GradA, device.GradA);
+            Assert.Equal(cpu.GradB, device.GradB);
+            Assert.Equal(cpu.Eval, device.Eval);
+        }
+        finally
+        {
+            BitFlip.HostKernels = null;
+        }
+        Assert.Contains(cpu.GradX, g => g == 0);
+    }
+}

@@ -54,13 +54,13 @@ def xor_random_bits(words, low, count, p, generator):
     draws = int(mean + 12 * math.sqrt(mean) + 16)  # covering all n bits fails with probability < 1e-30
     pos = torch.empty(draws, dtype=torch.float64, device=words.device).geometric_(p, generator=generator)
     pos = pos.cumsum_(0).sub_(1).long()  # flipped bit positions, strictly increasing
-    valid = pos < n
-    elem = torch.where(valid, pos // count, torch.zeros_like(pos))
+    valid = pos < n  # draws past the tensor's end add 0 to its last word
+    elem = (pos // count).clamp_(max=words.numel() - 1)
     bit = pos % count + low
     old = words.index_select(0, elem).long()
     # XOR of one bit as an addition: +2^b where the bit is 0, -2^b where it is 1. An element hit at several bits
     # gets one addition per bit, each computed from the original word, so index_add_ sums them to the XOR.
-    delta = torch.where(valid, (1 - 2 * ((old >> bit) & 1)) * (2 ** bit), torch.zeros_like(pos))
+    delta = (1 - 2 * ((old >> bit) & 1)) * (2 ** bit) * valid
     delta.masked_fill_(delta == 32768, -32768)  # the sign bit: equal modulo 2^16, and in int16 range
     words.index_add_(0, elem, delta.to(torch.int16))
 

@@ -15,7 +15,8 @@ transfer_limit=$((64 * 1024 * 1024))
 # Trimming: TrimMode=partial trims only the assemblies that declare themselves trimmable (the framework), so the
 # reflection and P/Invoke inside TorchSharp, Tomlyn, Parquet and bflora itself is left whole. Trimming switches off
 # System.Text.Json's reflection serializer by default; bflora's metrics and checkpoint files use it, so it is kept on.
-# InvariantGlobalization: the GPU machine may have no ICU, and bflora formats everything culture-invariantly anyway.
+# InvariantGlobalization: the GPU machine may have no ICU (without it .NET refuses to start unless invariant), and
+# the dev machine, with no LANG set, runs bflora under the invariant culture as well.
 rm -rf "$out" "$work/publish"
 mkdir -p "$work"
 log="$work/publish.log"

@@ -16,7 +16,7 @@ transfer_limit=$((64 * 1024 * 1024))
 # reflection and P/Invoke inside TorchSharp, Tomlyn, Parquet and bflora itself is left whole. Trimming switches off
 # System.Text.Json's reflection serializer by default; bflora's metrics and checkpoint files use it, so it is kept on.
 # InvariantGlobalization: the GPU machine may have no ICU (without it .NET refuses to start unless invariant), and
-# the dev machine, with no LANG set, runs bflora under the invariant culture as well.
+# the dev machine (LANG=C.UTF-8, which .NET maps to the invariant culture) runs bflora that way already.
 rm -rf "$out" "$work/publish"
 mkdir -p "$work"
 log="$work/publish.log"

@@ -17,13 +17,15 @@ public class DeviceCliTests
     [Theory]
     [InlineData("train")]
     [InlineData("eval")]
+    [InlineData("bench")]
     public void Cuda_without_a_cuda_libtorch_is_one_line_naming_the_libtorch_variable(string command)
     {
         using var dir = new TempFolder();
         string[] args = command switch
         {
             "train" => ["train", "--config", "configs/debug.toml", "--steps", "1", "--out", dir.File("run"), "--device", "cuda"],
-            _ => [.. EvalDebug, "--device", "cuda"],
+            "eval" => [.. EvalDebug, "--device", "cuda"],
+            _ => ["bench", "--quick", "--device", "cuda"],
         };
         CleanError.Check(CliRunner.Run(args, CleanError.Timeout), "training.device = \"cuda\"", "BFLORA_LIBTORCH");
         Assert.False(Directory.Exists(Path.Combine(dir.File("run"), "checkpoints")));

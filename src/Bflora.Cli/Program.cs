@@ -1,17 +1,18 @@
 using System.CommandLine;
 using Bflora.Cli;
-using Bflora.Devices;
 using Bflora.Distributed;
 
 // Every failure leaves as one "error:" line and a non-zero code; a stack trace only when BFLORA_DEBUG is set.
-try
+if (LibTorchContext.Wanted)
 {
-    // Before anything can touch TorchSharp: which libtorch it binds to is settled by the first load.
-    LibTorchPreload.FromEnvironment();
-}
-catch (Exception e)
-{
-    return ErrorReporting.Report(e);
+    try
+    {
+        return LibTorchContext.Run(args);
+    }
+    catch (Exception e)
+    {
+        return ErrorReporting.Report(e);
+    }
 }
 var root = BfloraCommands.Build();
 var parse = root.Parse(args);

@@ -2,15 +2,20 @@ using System.Runtime.InteropServices;
 
 namespace Bflora.Devices;
 
+/// <summary>One library loaded from the <see cref="LibTorchPreload.Variable"/> folder.</summary>
+/// <param name="Name">The name TorchSharp asks for: the file name without "lib" and ".so" (torch_cpu, torch_cuda, …).</param>
+public sealed record PreloadedLibrary(string Name, string Path, nint Handle);
+
 /// <summary>
 /// Lets the self-contained build run on another libtorch, e.g. the CUDA one of an installed PyTorch, without
-/// rebuilding: TorchSharp's own native wrapper (libLibTorchSharp.so in the app folder) names libc10.so,
-/// libtorch_cpu.so and libtorch.so by soname only, and the dynamic linker takes a library of that soname that is
-/// already loaded before it searches the app folder. So loading that folder's libraries first, by full path and in
-/// dependency order, binds TorchSharp to them instead of the bundled CPU-only ones, and their libtorch_cuda.so makes
-/// CUDA visible to torch.cuda.is_available(). It must run before any TorchSharp call; it lives in this library rather
-/// than the CLI so that the library's module initializer (<see cref="OpenMpSettings"/>) has set OMP_WAIT_POLICY before
-/// libtorch's OpenMP runtime is loaded with it.
+/// rebuilding: TorchSharp's native wrapper (libLibTorchSharp.so in the app folder) names libc10.so, libtorch_cpu.so and
+/// libtorch.so by soname only, and the dynamic linker takes a library of that soname that is already loaded before it
+/// searches the app folder. So loading that folder's libraries first, by full path and in dependency order, binds
+/// TorchSharp to them instead of the bundled CPU-only ones, and their libtorch_cuda.so makes CUDA visible to
+/// torch.cuda.is_available(). It must run before any TorchSharp call. It lives in this library rather than the CLI so
+/// that the library's module initializer (<see cref="OpenMpSettings"/>) has set OMP_WAIT_POLICY before libtorch's
+/// OpenMP runtime is loaded with it. (TorchSharp also loads "torch_cpu" by name itself, which would find the bundled
+/// copy in the app folder; the CLI's load context answers that request with the library loaded here.)
 /// </summary>
 public static class LibTorchPreload
 {
@@ -24,32 +29,37 @@ public static class LibTorchPreload
         ("libtorch.so", true),
     };
 
-    /// <summary>Preloads from the folder in <see cref="Variable"/>, if set; returns the files loaded (none when unset).</summary>
-    public static IReadOnlyList<string> FromEnvironment() =>
-        Environment.GetEnvironmentVariable(Variable) is { Length: > 0 } folder ? From(folder) : [];
+    /// <summary>The folder named by <see cref="Variable"/>, or null when it is unset or empty.</summary>
+    public static string? Folder => Environment.GetEnvironmentVariable(Variable) is { Length: > 0 } folder ? folder : null;
 
     /// <summary>Loads the libtorch libraries of <paramref name="folder"/>; a missing folder or library is one error line.</summary>
-    public static IReadOnlyList<string> From(string folder)
+    public static IReadOnlyList<PreloadedLibrary> From(string folder)
     {
-        string full = Path.GetFullPath(folder);
+        string full = System.IO.Path.GetFullPath(folder);
         if (!Directory.Exists(full))
             throw new BfloraInputException($"{Variable}={folder}: no such folder (name a libtorch folder, e.g. .../site-packages/torch/lib)");
-        var loaded = new List<string>();
+        var loaded = new List<PreloadedLibrary>();
         foreach (var (file, required) in Libraries)
         {
-            string path = Path.Combine(full, file);
+            string path = System.IO.Path.Combine(full, file);
             if (!required && !File.Exists(path)) continue;
             try
             {
-                NativeLibrary.Load(path);
+                loaded.Add(new PreloadedLibrary(NameOf(file), path, NativeLibrary.Load(path)));
             }
             catch (DllNotFoundException e)
             {
                 throw new BfloraInputException($"{Variable}={folder}: cannot load {path}: {LoaderMessage(e, path)}");
             }
-            loaded.Add(path);
         }
         return loaded;
+    }
+
+    /// <summary>A library name as a DllImport or NativeLibrary.Load call writes it: "torch_cpu" for libtorch_cpu.so.</summary>
+    public static string NameOf(string library)
+    {
+        string name = library.EndsWith(".so", StringComparison.Ordinal) ? library[..^3] : library;
+        return name.StartsWith("lib", StringComparison.Ordinal) ? name[3..] : name;
     }
 
     /// <summary>

@@ -33,10 +33,36 @@ public class LibTorchPreloadTests
     private static CliResult Run(string libtorch, string[] args) =>
         CliRunner.Run(args, CleanError.Timeout, environment: new Dictionary<string, string> { ["BFLORA_LIBTORCH"] = libtorch });
 
+    /// <summary>
+    /// Another copy of libtorch, as an installed PyTorch is: before the CLI answered TorchSharp's own request for
+    /// torch_cpu with the preloaded library, the bundled one was loaded beside it and the process aborted.
+    /// </summary>
     [Fact]
-    public void The_bundled_folder_preloads_its_three_cpu_libraries_in_dependency_order()
+    public void A_libtorch_in_another_folder_is_the_only_one_loaded_and_the_cli_runs_on_it()
     {
-        var loaded = LibTorchPreload.From(AppContext.BaseDirectory).Select(Path.GetFileName);
-        Assert.Equal(new[] { "libc10.so", "libtorch_cpu.so", "libtorch.so" }, loaded);
+        using var dir = new TempFolder();
+        foreach (string file in new[] { "libc10.so", "libtorch_cpu.so", "libtorch.so" }
+                     .Concat(Directory.GetFiles(AppContext.BaseDirectory, "libgomp*").Select(Path.GetFileName))!)
+            File.Copy(Path.Combine(AppContext.BaseDirectory, file!), dir.File(file!));
+        var r = CliRunner.Run(EvalDebug, CleanError.Timeout, environment: new Dictionary<string, string>
+        {
+            ["BFLORA_LIBTORCH"] = dir.Path,
+            ["LD_DEBUG"] = "files",
+        });
+        Assert.True(r.ExitCode == 0, r.Stderr[^Math.Min(r.Stderr.Length, 3000)..]);
+        Assert.Contains("| 2 | 128 |", r.Stdout);
+        // The loader's log: every libtorch_cpu.so mapped into the process is the copy.
+        var mapped = r.StderrLines.Where(l => l.Contains("libtorch_cpu.so") && l.Contains("generating link map")).ToList();
+        Assert.Equal(Path.Combine(dir.Path, "libtorch_cpu.so"), Assert.Single(mapped).Split("file=")[1].Split(' ')[0]);
+    }
+
+    [Fact]
+    public void The_bundled_folder_preloads_its_three_cpu_libraries_in_dependency_order_under_torchsharps_names()
+    {
+        var loaded = LibTorchPreload.From(AppContext.BaseDirectory);
+        Assert.Equal(new[] { "libc10.so", "libtorch_cpu.so", "libtorch.so" }, loaded.Select(l => Path.GetFileName(l.Path)));
+        Assert.Equal(new[] { "c10", "torch_cpu", "torch" }, loaded.Select(l => l.Name));
+        Assert.All(loaded, l => Assert.NotEqual(0, l.Handle));
+        Assert.Equal("LibTorchSharp", LibTorchPreload.NameOf("LibTorchSharp"));
     }
 }

@@ -31,6 +31,14 @@ public static class BfloraCommands
         Arity = ArgumentArity.ZeroOrMore,
     };
 
+    /// <summary>`--device cpu|cuda`: short for `--set training.device=D`.</summary>
+    internal static Shorthand DeviceOption() =>
+        new(new Option<string>("--device") { Description = "cpu or cuda; short for --set training.device=D" }, "training.device");
+
+    /// <summary>The --set strings, then the shorthands given on the command line: a shorthand wins over a --set of its key.</summary>
+    internal static string[] Overrides(ParseResult parse, Option<string[]> set, params Shorthand[] shorthands) =>
+        [.. parse.GetValue(set) ?? [], .. shorthands.Select(s => s.Assignment(parse)).OfType<string>()];
+
     /// <summary>Loads the config with its --set overrides and prints its warnings.</summary>
     internal static Config.BfloraConfig LoadConfig(FileInfo file, string[]? overrides)
     {
@@ -42,4 +50,13 @@ public static class BfloraCommands
     internal static void Warn(string message) => Console.Error.WriteLine($"warning: {message}");
 
     internal static Option<FileInfo> JsonOption() => new("--json") { Description = "also write the result as JSON to this file" };
+}
+
+/// <summary>An option that is short for `--set <paramref name="Key"/>=VALUE`, VALUE as typed (read as TOML, like --set).</summary>
+internal sealed record Shorthand(Option Option, string Key)
+{
+    /// <summary>The value as typed, or null when the option was not given.</summary>
+    public string? Value(ParseResult parse) => parse.GetResult(Option) is { Tokens: [var value, ..] } ? value.Value : null;
+
+    public string? Assignment(ParseResult parse) => Value(parse) is { } value ? $"{Key}={value}" : null;
 }

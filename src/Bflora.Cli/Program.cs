@@ -3,6 +3,17 @@ using Bflora.Cli;
 using Bflora.Distributed;
 
 // Every failure leaves as one "error:" line and a non-zero code; a stack trace only when BFLORA_DEBUG is set.
+if (LibTorchContext.Wanted)
+{
+    try
+    {
+        return LibTorchContext.Run(args);
+    }
+    catch (Exception e)
+    {
+        return ErrorReporting.Report(e);
+    }
+}
 var root = BfloraCommands.Build();
 var parse = root.Parse(args);
 if (parse.Errors.Count > 0)

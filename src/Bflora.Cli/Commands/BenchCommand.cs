@@ -6,8 +6,9 @@ using Bflora.Distributed;
 namespace Bflora.Cli.Commands;
 
 /// <summary>
-/// `bflora bench`: the performance ratios of the performance issue (table on stdout, JSON to --json); and the hidden
-/// `bench-worker` it starts as a child (alone, then under `mpirun -n 2`) to compare 2 ranks with 1.
+/// `bflora bench`: the performance ratios of the performance issue (table on stdout, JSON to --json), or with
+/// `--device cuda` / `--throughput` only the training throughput of the 1B shape on that device (one JSON line); and
+/// the hidden `bench-worker` it starts as a child (alone, then under `mpirun -n 2`) to compare 2 ranks with 1.
 /// </summary>
 public static class BenchCommand
 {
@@ -16,15 +17,42 @@ public static class BenchCommand
         var json = BfloraCommands.JsonOption();
         var quick = QuickOption();
         var set = BfloraCommands.SetOption();
-        var cmd = new Command("bench", "Measure the performance ratios (flip kernel vs copy, flips on vs off, MFU, 2 ranks vs 1)")
+        var device = BfloraCommands.DeviceOption();
+        var throughput = new Option<bool>("--throughput")
         {
-            json, quick, set,
+            Description = "only the LoRA training throughput of the Llama-3.2-1B shape (implied by --device cuda)",
+        };
+        var batch = new Option<int>("--batch")
+        {
+            Description = "windows of 2048 tokens per step for --throughput (default 1)",
+            DefaultValueFactory = _ => 1,
+        };
+        var peak = new Option<double?>("--peak-tflops")
+        {
+            Description = "peak TFLOP/s for the throughput's MFU (default: a bf16 matmul measured on the device)",
+        };
+        var cmd = new Command("bench",
+            "Measure the performance ratios (flip kernel vs copy, flips on vs off, MFU, 2 ranks vs 1), or with --device " +
+            "cuda the training throughput on the GPU")
+        {
+            json, quick, device.Option, throughput, batch, peak, set,
         };
         cmd.SetAction(parse =>
         {
             // One rank's threads: all cores, as a single-process train gets.
             DistributedRuntime.Start(1);
-            var items = BenchRun.Run(parse.GetValue(quick), SelfCommand(), parse.GetValue(set) ?? [], Console.Error);
+            var overrides = BfloraCommands.Overrides(parse, set, device);
+            // The ratios compare CPU kernels and CPU ranks; on a GPU only the throughput means something.
+            if (parse.GetValue(throughput) || device.Value(parse) is { } d && d != "cpu")
+            {
+                if (parse.GetValue(batch) < 1) throw new BfloraInputException($"--batch must be at least 1, got {parse.GetValue(batch)}");
+                var shape = TrainShape.Llama1B(parse.GetValue(batch), parse.GetValue(quick));
+                var result = DeviceThroughput.Run(shape, overrides, parse.GetValue(peak), parse.GetValue(quick), Console.Error);
+                Console.WriteLine(result.ToJsonLine());
+                if (parse.GetValue(json) is { } resultFile) AtomicFile.WriteAllText(resultFile.FullName, result.ToJsonLine());
+                return ExitCodes.Ok;
+            }
+            var items = BenchRun.Run(parse.GetValue(quick), SelfCommand(), overrides, Console.Error);
             BenchRun.PrintTable(items, Console.Out);
             if (parse.GetValue(json) is { } file) AtomicFile.WriteAllText(file.FullName, BenchRun.ToJson(items));
             return ExitCodes.Ok;

@@ -19,24 +19,24 @@ public static class EvalCommand
         var profile = new Option<bool>("--profile") { Description = "magnitude percentiles of Linear inputs and weights, suggested thresholds" };
         var adapter = new Option<DirectoryInfo>("--adapter") { Description = "add a trained LoRA adapter folder" };
         var json = BfloraCommands.JsonOption();
+        var device = BfloraCommands.DeviceOption();
         var set = BfloraCommands.SetOption();
         var cmd = new Command("eval", "Forward-only evaluation: clean, --bitflip, or --profile (the seed's eval modes)")
         {
-            config, numSamples, bitflip, bitflipSeed, profile, adapter, json, set,
+            config, numSamples, bitflip, bitflipSeed, profile, adapter, device.Option, json, set,
         };
         cmd.SetAction(parse =>
         {
+            var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, BfloraCommands.Overrides(parse, set, device));
             if (parse.GetValue(profile))
             {
-                var profileConfig = BfloraCommands.LoadConfig(parse.GetValue(config)!, parse.GetValue(set));
                 // As the original: the profile measures the clean model, whatever else was asked for.
                 if (parse.GetValue(bitflip) || parse.GetValue(adapter) is not null)
                     BfloraCommands.Warn("profile forces the clean model (--bitflip and --adapter are ignored)");
-                var profiled = ProfileRun.Execute(profileConfig, parse.GetValue(numSamples), Console.Out, BfloraCommands.Warn);
+                var profiled = ProfileRun.Execute(cfg, parse.GetValue(numSamples), Console.Out, BfloraCommands.Warn);
                 if (parse.GetValue(json) is { } profileJson) AtomicFile.WriteAllText(profileJson.FullName, profiled.ToJson());
                 return ExitCodes.Ok;
             }
-            var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, parse.GetValue(set));
             var request = new EvalRequest(parse.GetValue(numSamples), parse.GetValue(bitflip), parse.GetValue(bitflipSeed),
                 parse.GetValue(adapter)?.FullName);
             var result = EvalRun.Execute(cfg, request, Console.Out, BfloraCommands.Warn);

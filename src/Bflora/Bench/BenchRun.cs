@@ -68,7 +68,7 @@ public static class BenchRun
                 double tokensPerSecond = TrainBench.TokensPerSecond(session, warmup: 1, steps: quick ? 2 : 4);
                 long n = session.Args.NonEmbeddingParams;
                 var t = session.Config.Training;
-                Add(new("mfu", 6.0 * n * tokensPerSecond / (gflops * 1e9), 0.40, false,
+                Add(new("mfu", TrainBench.Mfu(n, tokensPerSecond, gflops * 1e9), 0.40, false,
                     $"{m100.Name}: N = {n / 1e6:F1}M, seq {t.SeqLen} × batch {t.LocalBatchSize}, {tokensPerSecond:F0} tokens/s"));
             }
         }

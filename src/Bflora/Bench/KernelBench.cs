@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Bflora.Bitflip;
+using Bflora.Devices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -25,13 +26,18 @@ public static class KernelBench
         return best;
     }
 
-    /// <summary>GFLOP/s of an n×n×n bf16 matmul with all torch threads (2n³ flops).</summary>
-    public static double MatmulGflops(int n, int reps)
+    /// <summary>GFLOP/s of an n×n×n bf16 matmul (2n³ flops) on <paramref name="device"/> (default: the CPU, all torch threads).</summary>
+    public static double MatmulGflops(int n, int reps, Device? device = null)
     {
+        device ??= CPU;
         using var scope = NewDisposeScope();
-        var a = randn(n, n).to(ScalarType.BFloat16);
-        var b = randn(n, n).to(ScalarType.BFloat16);
-        double seconds = BestOf(reps, () => { using var c = a.matmul(b); });
+        var a = randn(n, n, device: device).to(ScalarType.BFloat16);
+        var b = randn(n, n, device: device).to(ScalarType.BFloat16);
+        double seconds = BestOf(reps, () =>
+        {
+            using var c = a.matmul(b);
+            ComputeDevice.Synchronize(device);
+        });
         return 2.0 * n * n * n / seconds / 1e9;
     }
 

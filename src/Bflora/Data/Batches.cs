@@ -21,15 +21,20 @@ public static class Batches
         return windows;
     }
 
-    /// <summary>Micro-batch <paramref name="micro"/> of <paramref name="rank"/>: inputs = window[:-1], labels = window[1:], both [b, seq_len].</summary>
-    public static (Tensor Inputs, Tensor Labels) MicroBatch(int[][] globalBatch, BatchLayout layout, int micro, int rank)
+    /// <summary>
+    /// Micro-batch <paramref name="micro"/> of <paramref name="rank"/>: inputs = window[:-1], labels = window[1:], both
+    /// [b, seq_len], on <paramref name="device"/> (default CPU).
+    /// </summary>
+    public static (Tensor Inputs, Tensor Labels) MicroBatch(int[][] globalBatch, BatchLayout layout, int micro, int rank,
+        Device? device = null)
     {
         if (globalBatch.Length != layout.GlobalBatch)
             throw new ArgumentException($"global batch has {globalBatch.Length} windows, the layout needs {layout.GlobalBatch}");
-        return ToTensors(globalBatch.AsSpan(layout.SliceStart(micro, rank), layout.LocalBatch));
+        return ToTensors(globalBatch.AsSpan(layout.SliceStart(micro, rank), layout.LocalBatch), device);
     }
 
-    public static (Tensor Inputs, Tensor Labels) ToTensors(ReadOnlySpan<int[]> windows)
+    /// <summary>The (inputs, labels) pair of these windows, on <paramref name="device"/> (default CPU).</summary>
+    public static (Tensor Inputs, Tensor Labels) ToTensors(ReadOnlySpan<int[]> windows, Device? device = null)
     {
         if (windows.Length == 0)
             throw new ArgumentException("no windows to batch");
@@ -48,6 +53,6 @@ public static class Batches
             }
         }
         long[] shape = [windows.Length, seqLen];
-        return (torch.tensor(inputs, shape, ScalarType.Int64), torch.tensor(labels, shape, ScalarType.Int64));
+        return (torch.tensor(inputs, shape, ScalarType.Int64, device), torch.tensor(labels, shape, ScalarType.Int64, device));
     }
 }

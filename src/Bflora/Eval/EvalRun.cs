@@ -1,6 +1,7 @@
 using Bflora.Bitflip;
 using Bflora.Config;
 using Bflora.Data;
+using Bflora.Devices;
 using Bflora.Lora;
 using Bflora.Models;
 using static TorchSharp.torch;
@@ -20,7 +21,8 @@ public static class EvalRun
     {
         if (request.NumSamples <= 0) throw new BfloraInputException("--num-samples must be positive");
         var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
-        using var model = ModelBuilder.Build(config, args, modelFolder);
+        var device = ComputeDevice.Resolve(config.Training.Device);
+        using var model = ModelBuilder.Build(config, args, modelFolder, device: device);
         string condition = "no bitflip, no LoRA (clean baseline)";
         if (request.Bitflip || request.Adapter is not null)
         {
@@ -34,6 +36,7 @@ public static class EvalRun
             var converted = BitFlipConverter.Convert(model, new ConversionOptions(flips, adapter?.R ?? 0,
                 adapter?.LoraAlpha ?? 1, config.Bitflip.SkipPatterns));
             if (request.Adapter is not null) PeftAdapter.Load(request.Adapter, converted, args);
+            ComputeDevice.EnsureParametersOn(model, device);
             string lora = adapter is null ? "no LoRA (r=0)" : $"LoRA r={adapter.R} alpha={adapter.LoraAlpha:G4} from {request.Adapter}";
             condition = request.Bitflip
                 ? $"bitflip ON, {lora} | w_p_exp={flips.WPExp:G4} w_p_frac={flips.WPFrac:G4} " +

@@ -51,7 +51,7 @@ public static class Evaluator
         {
             if (batch.Count == 0) return;
             using var scope = NewDisposeScope();
-            var (inputs, labels) = Batches.ToTensors(batch.ToArray());
+            var (inputs, labels) = Batches.ToTensors(batch.ToArray(), model.Device);
             var logits = model.call(inputs).to(ScalarType.Float32);
             var ce = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), labels.view(-1),
                 reduction: nn.Reduction.Sum);

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Bflora.Config;
 using Bflora.Data;
+using Bflora.Devices;
 using Bflora.Models;
 
 namespace Bflora.Eval;
@@ -71,7 +72,7 @@ public static class ProfileRun
     {
         if (numSamples <= 0) throw new BfloraInputException("--num-samples must be positive");
         var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
-        using var model = ModelBuilder.Build(config, args, modelFolder);
+        using var model = ModelBuilder.Build(config, args, modelFolder, device: ComputeDevice.Resolve(config.Training.Device));
         using var windows = EvalWindows.Open(config, tokenizer, split);
         EvalResult eval;
         ProfileResult result;

@@ -82,16 +82,20 @@ public static class ModelBuilder
         return args;
     }
 
-    /// <summary>Builds and materialises the model in bf16 on the CPU; <paramref name="linear"/> may substitute layers.</summary>
-    public static Transformer Build(BfloraConfig config, ModelArgs args, string? modelFolder, LinearFactory? linear = null)
+    /// <summary>
+    /// Builds and materialises the model in bf16 on <paramref name="device"/> (default CPU): each parameter is read or
+    /// generated on the CPU, then moved. <paramref name="linear"/> may substitute layers.
+    /// </summary>
+    public static Transformer Build(BfloraConfig config, ModelArgs args, string? modelFolder, LinearFactory? linear = null,
+        Device? device = null)
     {
         var model = new Transformer(args, META, ScalarType.BFloat16, linear);
         try
         {
             if (config.Model.Init == "random")
-                ModelInit.Random(model, config.Model.InitSeed);
+                ModelInit.Random(model, config.Model.InitSeed, device: device);
             else
-                LoadPretrained(model, modelFolder!);
+                LoadPretrained(model, modelFolder!, device);
             model.eval();
             return model;
         }
@@ -102,7 +106,7 @@ public static class ModelBuilder
         }
     }
 
-    private static void LoadPretrained(Transformer model, string folder)
+    private static void LoadPretrained(Transformer model, string folder, Device? device)
     {
         var checkpoint = LlamaHfCheckpoint.Open(folder, model.Args);
         ModelInit.Materialize(model, (name, shape) =>
@@ -114,6 +118,6 @@ public static class ModelBuilder
             var value = empty(shape, ScalarType.BFloat16);
             checkpoint.Read(name, value);
             return value;
-        });
+        }, device);
     }
 }

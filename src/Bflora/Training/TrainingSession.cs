@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Bflora.Config;
 using Bflora.Data;
+using Bflora.Devices;
 using Bflora.Distributed;
 using Bflora.Eval;
 using Bflora.Lora;
@@ -35,6 +36,9 @@ public sealed class TrainingSession : IDisposable
     public BatchLayout Layout { get; }
     public AdamW Optimizer { get; }
 
+    /// <summary>Where the model, its adapters, the masters and moments and every batch live (training.device).</summary>
+    public Device Device { get; }
+
     /// <summary>The sharded model and its state at world size &gt; 1 (FSDP); null on the single-process path.</summary>
     public FsdpModel? Fsdp { get; }
 
@@ -50,9 +54,10 @@ public sealed class TrainingSession : IDisposable
     public WindowCursor DataCursor => _reader.Cursor;
 
     private TrainingSession(BfloraConfig config, ITokenizer tokenizer, ModelArgs args, Transformer model,
-        ConvertedModel converted, IGradientSync sync, TextSource source, WindowSplit? split, FsdpModel? fsdp)
+        ConvertedModel converted, IGradientSync sync, TextSource source, WindowSplit? split, FsdpModel? fsdp, Device device)
     {
         Fsdp = fsdp;
+        Device = device;
         Config = config;
         Tokenizer = tokenizer;
         Args = args;
@@ -66,7 +71,7 @@ public sealed class TrainingSession : IDisposable
         Optimizer = new AdamW(config.Training.WeightDecay);
         Trainable = SelectTrainable(model, FullTraining);
         var dtype = MasterDtype(config.Training.MasterDtype);
-        // Sharded: one slot per unit over this rank's shard of its flat LoRA buffer; else one per parameter.
+        // Sharded: one slot per unit over this rank's shard of its flat LoRA buffer; else one per parameter, on its device.
         Slots = fsdp?.Slots ?? Trainable.Select(t => AdamWSlot.From(t.Name, t.Param, dtype)).ToList();
     }
 
@@ -93,7 +98,7 @@ public sealed class TrainingSession : IDisposable
         sync ??= SingleProcessSync.Instance;
         var t = config.Training;
         MasterDtype(t.MasterDtype);
-        if (t.Device != "cpu") throw new BfloraInputException($"training.device \"{t.Device}\" is not supported by this build; use \"cpu\"");
+        var device = ComputeDevice.ForTraining(config);
         if (t.Trainable == "lora" && config.Lora.R <= 0) throw new BfloraInputException("lora.r must be positive for LoRA training");
         if (config.Parallelism.FsdpDegree != sync.WorldSize)
             throw new BfloraInputException(
@@ -113,7 +118,7 @@ public sealed class TrainingSession : IDisposable
             try
             {
                 fsdp.Model.train();
-                return new TrainingSession(config, tokenizer, args, fsdp.Model, fsdp.Converted, sync, source, split, fsdp)
+                return new TrainingSession(config, tokenizer, args, fsdp.Model, fsdp.Converted, sync, source, split, fsdp, device)
                     { ResidentBeforeModel = before };
             }
             catch
@@ -122,12 +127,13 @@ public sealed class TrainingSession : IDisposable
                 throw;
             }
         }
-        var model = ModelBuilder.Build(config, args, modelFolder);
+        var model = ModelBuilder.Build(config, args, modelFolder, device: device);
         try
         {
             var converted = BitFlipConverter.Convert(model, options);
+            ComputeDevice.EnsureParametersOn(model, device);
             model.train();
-            return new TrainingSession(config, tokenizer, args, model, converted, sync, source, split, null)
+            return new TrainingSession(config, tokenizer, args, model, converted, sync, source, split, null, device)
                 { ResidentBeforeModel = before };
         }
         catch
@@ -181,7 +187,7 @@ public sealed class TrainingSession : IDisposable
         for (int micro = 0; micro < Layout.Accumulation; micro++)
         {
             using var scope = NewDisposeScope();
-            var (inputs, labels) = Batches.MicroBatch(globalBatch, Layout, micro, _sync.Rank);
+            var (inputs, labels) = Batches.MicroBatch(globalBatch, Layout, micro, _sync.Rank, Device);
             var logits = Model.call(inputs);
             var loss = TrainLoss.CrossEntropy(logits, labels);
             loss.div(divisor).backward();
@@ -209,6 +215,8 @@ public sealed class TrainingSession : IDisposable
         Converted.Step.Value++;
         CompletedSteps = k;
         long tokens = (long)Layout.GlobalBatch * Config.Training.SeqLen;
+        // The optimizer's kernels may still be queued on a GPU; the step's time includes them.
+        ComputeDevice.Synchronize(Device);
         return new StepResult(k, meanLoss, lr, norm, tokens, clock.Elapsed.TotalSeconds, skipped);
     }
 

@@ -23,6 +23,8 @@ public static class CliRunner
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Bflora.Cli.dll"));
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment.Remove("BFLORA_DEBUG");
+        // The CLI runs on the libtorch it was built with unless a test names another (a GPU machine may export one).
+        start.Environment.Remove("BFLORA_LIBTORCH");
         foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
         using var process = Process.Start(start)!;
         var stdout = process.StandardOutput.ReadToEndAsync();

@@ -34,6 +34,7 @@ public static class MpiRunner
         // fails every large message; plain copy-in/copy-out works everywhere.
         start.Environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none";
         start.Environment.Remove("BFLORA_DEBUG");
+        start.Environment.Remove("BFLORA_LIBTORCH");
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;
         var stdout = process.StandardOutput.ReadToEndAsync();

@@ -33,6 +33,18 @@ public class MpiFailureTests
     }
 
     [Fact]
+    public void Cuda_on_two_ranks_is_refused_once_before_mpi_starts()
+    {
+        using var dir = new TempFolder();
+        var (r, _) = MpiRunner.Bflora(2, [.. Train(dir.File("run"), 1), "--device", "cuda"], Timeout);
+        Assert.Equal(2, r.ExitCode);
+        string line = Assert.Single((r.Stdout + "\n" + r.Stderr).Split('\n'), l => l.Contains("error:", StringComparison.Ordinal));
+        Assert.StartsWith("error: training.device = \"cuda\" with parallelism.fsdp_degree = 2", line);
+        Assert.Contains("NCCL", line);
+        CleanError.NoCrash(r);
+    }
+
+    [Fact]
     public void A_trainer_rank_killed_mid_run_ends_the_job_within_seconds()
     {
         using var dir = new TempFolder();

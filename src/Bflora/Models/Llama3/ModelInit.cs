@@ -1,4 +1,5 @@
 using System.Text;
+using Bflora.Devices;
 using static TorchSharp.torch;
 
 namespace Bflora.Models.Llama3;
@@ -13,21 +14,33 @@ public static class ModelInit
     /// <summary>
     /// Fills every parameter from <paramref name="provide"/> (name, shape) → tensor in the model dtype. A tied output
     /// head is never provided: it becomes the embedding, so no vocabulary-sized tensor is made only to be dropped.
+    /// A value that is not on <paramref name="device"/> (default CPU) is moved there and its original freed before the
+    /// next is provided, so the model is never held twice, not even across two devices.
     /// </summary>
-    public static void Materialize(Transformer model, Func<string, long[], Tensor> provide)
+    public static void Materialize(Transformer model, Func<string, long[], Tensor> provide, Device? device = null)
     {
+        device ??= CPU;
         bool tied = model.Args.TieEmbeddings;
         foreach (var (name, parameter) in model.named_parameters().ToList())
         {
             if (!parameter.is_meta || (tied && name == "output.weight")) continue;
             var value = provide(name, parameter.shape);
+            if (!ComputeDevice.Same(value.device, device))
+            {
+                using var provided = value;
+                value = provided.to(device);
+            }
             model.SetParameter(name, value, requiresGrad: false);
         }
         if (tied) model.TieOutputToEmbedding();
     }
 
-    public static void Random(Transformer model, long seed, ScalarType dtype = ScalarType.BFloat16) =>
-        Materialize(model, (name, shape) => RandomParameter(model.Args, name, shape, seed, dtype));
+    /// <summary>
+    /// The seeded random init, generated on the CPU whatever <paramref name="device"/> the model lives on, so a GPU run
+    /// starts from exactly the weights a CPU run does.
+    /// </summary>
+    public static void Random(Transformer model, long seed, ScalarType dtype = ScalarType.BFloat16, Device? device = null) =>
+        Materialize(model, (name, shape) => RandomParameter(model.Args, name, shape, seed, dtype), device);
 
     /// <summary>The random value of one parameter; identical for the same (seed, name, shape) everywhere.</summary>
     public static Tensor RandomParameter(ModelArgs args, string name, long[] shape, long seed, ScalarType dtype)

@@ -1,3 +1,4 @@
+using Bflora.Devices;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -91,6 +92,9 @@ public sealed class Transformer : nn.Module<Tensor, Tensor>
         head.weight = tok_embeddings.weight;
     }
 
+    /// <summary>Where the model computes: the device of its token embedding, so token ids are made there.</summary>
+    public Device Device => tok_embeddings.weight.device;
+
     public Tensor Embed(Tensor tokens) => tok_embeddings.call(tokens);
 
     /// <summary>Final norm and output head: logits for the last block's output (a sharded trainer drives blocks itself).</summary>
@@ -104,7 +108,7 @@ public sealed class Transformer : nn.Module<Tensor, Tensor>
     {
         if (seqLen > Args.MaxSeqLen)
             throw new ArgumentException($"sequence length {seqLen} exceeds the model's maximum {Args.MaxSeqLen}");
-        if (_ropeCos is null || _ropeCos.shape[0] < seqLen || _ropeCos.device != device)
+        if (_ropeCos is null || _ropeCos.shape[0] < seqLen || !ComputeDevice.Same(_ropeCos.device, device))
         {
             _ropeCos?.Dispose();
             _ropeSin?.Dispose();

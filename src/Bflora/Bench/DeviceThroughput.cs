@@ -1,0 +1,74 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using TorchSharp;
+
+namespace Bflora.Bench;
+
+/// <summary>One throughput measurement: LoRA training steps of a <see cref="TrainShape"/> on one device.</summary>
+public sealed record ThroughputResult(
+    [property: JsonPropertyName("device")] string Device,
+    [property: JsonPropertyName("shape")] string Shape,
+    [property: JsonPropertyName("seq_len")] int SeqLen,
+    [property: JsonPropertyName("batch")] int Batch,
+    [property: JsonPropertyName("lora_r")] int LoraR,
+    [property: JsonPropertyName("params")] long Params,
+    [property: JsonPropertyName("non_embedding_params")] long NonEmbeddingParams,
+    [property: JsonPropertyName("timed_steps")] int TimedSteps,
+    [property: JsonPropertyName("step_s")] double StepSeconds,
+    [property: JsonPropertyName("tokens_per_s")] double TokensPerSecond,
+    [property: JsonPropertyName("peak_tflops")] double PeakTflops,
+    [property: JsonPropertyName("peak_source")] string PeakSource,
+    [property: JsonPropertyName("mfu")] double Mfu)
+{
+    public string ToJsonLine() => JsonSerializer.Serialize(this);
+}
+
+/// <summary>
+/// `bflora bench --device cuda` (or `--throughput` on any device): the training throughput of one shape, the number a
+/// PyTorch baseline on the same GPU is compared with. The step time is the best of the timed steps (see
+/// <see cref="TrainBench.FlipsOnVsOff"/>); each step ends with a device synchronisation, so it includes all its kernels.
+/// </summary>
+public static class DeviceThroughput
+{
+    /// <param name="overrides">`--set` strings for the session's config; training.device among them picks the device.</param>
+    /// <param name="peakTflops">The peak for MFU; null measures a bf16 matmul on the session's device.</param>
+    public static ThroughputResult Run(TrainShape shape, IReadOnlyList<string> overrides, double? peakTflops, bool quick,
+        TextWriter log)
+    {
+        if (peakTflops is { } given && !(given > 0))
+            throw new BfloraInputException($"--peak-tflops must be positive, got {peakTflops}");
+        string scratch = Path.Combine(Path.GetTempPath(), $"bflora-bench-{Environment.ProcessId}");
+        try
+        {
+            using var session = TrainBench.Open(shape, flips: true, scratch, overrides);
+            var device = session.Device;
+            log.WriteLine($"bench: {shape.Name} on {device}, seq {session.Config.Training.SeqLen} x batch " +
+                          $"{session.Config.Training.LocalBatchSize}, {torch.get_num_threads()} torch threads{(quick ? ", quick" : "")}");
+            double peak = peakTflops ?? MeasuredPeakTflops(device, quick);
+            log.WriteLine($"  peak = {peak:G4} TFLOP/s ({(peakTflops is null ? "measured bf16 matmul" : "given")})");
+            int timed = quick ? 2 : 5;
+            var (tokens, seconds) = TrainBench.BestStep(session, warmup: quick ? 1 : 2, steps: timed);
+            double tokensPerSecond = tokens / seconds;
+            long n = session.Args.NonEmbeddingParams;
+            var t = session.Config.Training;
+            return new ThroughputResult(device.ToString(), shape.Name, t.SeqLen, t.LocalBatchSize, session.Config.Lora.R,
+                session.Args.TotalParams, n, timed, seconds, tokensPerSecond, peak,
+                peakTflops is null ? "measured" : "given", TrainBench.Mfu(n, tokensPerSecond, peak * 1e12));
+        }
+        finally
+        {
+            if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// The bf16 matmul rate of the device. A GPU needs a large product to approach its peak (8192³ here); the CPU takes
+    /// the size the CPU bench uses.
+    /// </summary>
+    private static double MeasuredPeakTflops(TorchSharp.torch.Device device, bool quick)
+    {
+        bool gpu = device.type == DeviceType.CUDA;
+        int n = gpu ? 8192 : quick ? 512 : 2048;
+        return KernelBench.MatmulGflops(n, gpu ? 20 : quick ? 2 : 5, device) / 1e3;
+    }
+}

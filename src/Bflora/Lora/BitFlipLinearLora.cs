@@ -48,9 +48,10 @@ public sealed class BitFlipLinearLora : Module<Tensor, Tensor>
             double bound = 1.0 / Math.Sqrt(inFeatures);
             using (torch.no_grad())
             {
+                // Drawn on the CPU whatever W's device, so a GPU run starts from the CPU run's adapters.
                 using var uniform = torch.rand(new[] { r, inFeatures }, ScalarType.Float32, generator: generator);
-                _loraA = new Parameter(uniform.mul(2 * bound).sub_(bound).to(weight.dtype), requires_grad: true);
-                _loraB = new Parameter(torch.zeros(new[] { outFeatures, r }, weight.dtype), requires_grad: true);
+                _loraA = new Parameter(uniform.mul(2 * bound).sub_(bound).to(weight.dtype).to(weight.device), requires_grad: true);
+                _loraB = new Parameter(torch.zeros(new[] { outFeatures, r }, weight.dtype, device: weight.device), requires_grad: true);
             }
             register_parameter("lora_A", _loraA);
             register_parameter("lora_B", _loraB);

@@ -50,6 +50,21 @@ public class DevicePlacementTests
     }
 
     [Fact]
+    public void Lora_adapters_are_made_on_their_weight_device_with_the_cpu_values()
+    {
+        using var scope = NewDisposeScope();
+        var w = randn(24, 32).to(ScalarType.BFloat16);
+        Bflora.Lora.BitFlipLinearLora Layer(Tensor weight) => new(new TorchSharp.Modules.Parameter(weight, requires_grad: false),
+            null, 4, 8, 0, FlipSettings.Off, new FlipStep(), new Generator(11));
+        var onMeta = Layer(w.to(META));
+        Assert.True(onMeta.LoraA!.is_meta && onMeta.LoraB!.is_meta);
+        var onCpu = Layer(w);
+        Assert.Equal(DeviceType.CPU, onCpu.LoraA!.device_type);
+        Assert.Equal(new long[] { 4, 32 }, onMeta.LoraA.shape);
+        Assert.Equal(new long[] { 24, 4 }, onMeta.LoraB.shape);
+    }
+
+    [Fact]
     public void Batches_are_made_on_the_asked_device()
     {
         int[][] windows = [[1, 2, 3, 4], [5, 6, 7, 8]];

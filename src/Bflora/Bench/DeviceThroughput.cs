@@ -18,7 +18,12 @@ public sealed record ThroughputResult(
     [property: JsonPropertyName("tokens_per_s")] double TokensPerSecond,
     [property: JsonPropertyName("peak_tflops")] double PeakTflops,
     [property: JsonPropertyName("peak_source")] string PeakSource,
-    [property: JsonPropertyName("mfu")] double Mfu)
+    [property: JsonPropertyName("mfu")] double Mfu,
+    [property: JsonPropertyName("tokens_per_s_flips_off")] double TokensPerSecondFlipsOff,
+    [property: JsonPropertyName("flip_overhead")] double FlipOverhead,
+    [property: JsonPropertyName("copy_gbps")] double CopyGbps,
+    [property: JsonPropertyName("bitflip_vs_copy")] double BitflipVsCopy,
+    [property: JsonPropertyName("bitflip_philox_vs_copy")] double BitflipPhiloxVsCopy)
 {
     public string ToJsonLine() => JsonSerializer.Serialize(this);
 }
@@ -46,14 +51,22 @@ public static class DeviceThroughput
                           $"{session.Config.Training.LocalBatchSize}, {torch.get_num_threads()} torch threads{(quick ? ", quick" : "")}");
             double peak = peakTflops ?? MeasuredPeakTflops(device, quick);
             log.WriteLine($"  peak = {peak:G4} TFLOP/s ({(peakTflops is null ? "measured bf16 matmul" : "given")})");
-            int timed = quick ? 2 : 5;
-            var (tokens, seconds) = TrainBench.BestStep(session, warmup: quick ? 1 : 2, steps: timed);
+            int timed = quick ? 2 : 5, warmup = quick ? 1 : 2;
+            var (tokens, seconds) = TrainBench.BestStep(session, warmup, steps: timed);
             double tokensPerSecond = tokens / seconds;
+            double offSeconds;
+            using (var off = TrainBench.Open(shape, flips: false, scratch, overrides))
+                offSeconds = TrainBench.BestStep(off, warmup, steps: timed).Seconds;
+            log.WriteLine($"  step {seconds * 1e3:F1} ms with flips, {offSeconds * 1e3:F1} ms without");
+            // The seed's flips on one large bf16 tensor: 128 Mi elements on a GPU, where smaller ones time launches.
+            var flips = KernelBench.FlipVsCopy(quick ? 1L << 20 : 128L << 20, quick ? 2 : 10, device);
             long n = session.Args.NonEmbeddingParams;
             var t = session.Config.Training;
             return new ThroughputResult(device.ToString(), shape.Name, t.SeqLen, t.LocalBatchSize, session.Config.Lora.R,
                 session.Args.TotalParams, n, timed, seconds, tokensPerSecond, peak,
-                peakTflops is null ? "measured" : "given", TrainBench.Mfu(n, tokensPerSecond, peak * 1e12));
+                peakTflops is null ? "measured" : "given", TrainBench.Mfu(n, tokensPerSecond, peak * 1e12),
+                tokens / offSeconds, seconds / offSeconds - 1, flips.CopyGbps, flips.CopySeconds / flips.FastSeconds,
+                flips.CopySeconds / flips.PhiloxSeconds);
         }
         finally
         {

@@ -34,6 +34,11 @@ public class BenchThroughputTests
             long n = json.GetProperty("non_embedding_params").GetInt64();
             Assert.Equal(Flavors.Get("debug").NonEmbeddingParams, n);
             Assert.Equal(6.0 * n * rate / 0.5e12, json.GetProperty("mfu").GetDouble(), 12);
+            double off = json.GetProperty("tokens_per_s_flips_off").GetDouble();
+            Assert.True(off > 0);
+            Assert.Equal(off / rate - 1, json.GetProperty("flip_overhead").GetDouble(), 6);
+            foreach (var ratio in new[] { "copy_gbps", "bitflip_vs_copy", "bitflip_philox_vs_copy" })
+                Assert.True(json.GetProperty(ratio).GetDouble() > 0, ratio);
         }
         finally
         {

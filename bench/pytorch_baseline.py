@@ -281,7 +281,7 @@ def parse_args(argv):
     add("--lora-r", type=int, default=8)
     add("--lora-alpha", type=float, default=16.0)
     add("--lr", type=float, default=1e-4)
-    add("--weight-decay", type=float, default=0.01)
+    add("--weight-decay", type=float, default=0.0, help="bflora's bench trains without weight decay")
     add("--p", type=float, default=0.5 ** 16, help="probability of every flip (x/w, exp/frac)")
     add("--x-zero-out", type=float, default=8192.0)
     add("--w-zero-out", type=float, default=256.0)

@@ -10,6 +10,7 @@
 # then a markdown table (impl, tokens/s, step, MFU, bflora ÷ PyTorch). Everything goes to $OUT (else ./device-out):
 # one log per stage, summary.md, results.json. Exit 0 only when every stage passed.
 # The commands and limits below may be overridden from the environment, e.g. BFLORA_BENCH="... --batch 2".
+# NOMINAL_PEAK_TFLOPS (default 989, the dense bf16 peak of an H100 or H200 SXM) adds a second MFU column.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -141,10 +142,18 @@ def result(stage):
 results = {stage: result(stage) for stage in ("bflora", "pytorch")}
 json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=2)
 cell = lambda r, key, fmt: fmt.format(r[key]) if r and isinstance(r.get(key), (int, float)) else "—"
-print("\n| impl | tokens/s | step s | MFU | peak TFLOP/s |\n|---|---|---|---|---|")
+nominal = float(os.environ.get("NOMINAL_PEAK_TFLOPS", "989"))
+for r in results.values():
+    if r and isinstance(r.get("mfu"), (int, float)) and isinstance(r.get("peak_tflops"), (int, float)):
+        r["mfu_nominal"] = r["mfu"] * r["peak_tflops"] / nominal
+print(f"\n| impl | tokens/s | step s | MFU (measured peak) | peak TFLOP/s | MFU ({nominal:g} TFLOP/s) |\n|---|---|---|---|---|---|")
 for stage, r in results.items():
     print(f"| {stage} | {cell(r, 'tokens_per_s', '{:,.0f}')} | {cell(r, 'step_s', '{:.4f}')} | "
-          f"{cell(r, 'mfu', '{:.3f}')} | {cell(r, 'peak_tflops', '{:.1f}')} |")
+          f"{cell(r, 'mfu', '{:.3f}')} | {cell(r, 'peak_tflops', '{:.1f}')} | {cell(r, 'mfu_nominal', '{:.3f}')} |")
+b = results["bflora"]
+if b and "bitflip_vs_copy" in b:
+    print(f"\nbflora on the GPU: flip_overhead {cell(b, 'flip_overhead', '{:.3f}')}, copy {cell(b, 'copy_gbps', '{:.0f}')} GB/s, "
+          f"bitflip_vs_copy {cell(b, 'bitflip_vs_copy', '{:.2f}')}, bitflip_philox_vs_copy {cell(b, 'bitflip_philox_vs_copy', '{:.2f}')}")
 b, p = results["bflora"], results["pytorch"]
 if b and p and b.get("tokens_per_s") and p.get("tokens_per_s"):
     print(f"\nbflora ÷ PyTorch tokens/s: **{b['tokens_per_s'] / p['tokens_per_s']:.2f}**")

@@ -29,6 +29,25 @@ if ! command -v g++ >/dev/null 2>&1; then
   fi
 fi
 
+# NVRTC (CUDA's run-time compiler) needs no GPU: the tests compile the GPU flip kernels with it for real. Debian
+# ships it in non-free; it is fetched once into .test-tools/nvrtc, not installed.
+nvrtc="$root/.test-tools/nvrtc"
+if [[ ! -f "$nvrtc/libnvrtc.so.11.2" ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "test.sh: fetching Debian's NVRTC (libnvrtc11.2, non-free) into .test-tools/nvrtc"
+  apt_dir="$(mktemp -d)"
+  echo "deb http://deb.debian.org/debian bookworm non-free" >"$apt_dir/sources.list"
+  apt_opts=(-oDir::Etc::SourceList="$apt_dir/sources.list" -oDir::Etc::SourceParts=/dev/null
+            -oDir::State::Lists="$apt_dir/lists" -oDir::Cache="$apt_dir/cache" -oAPT::Sandbox::User=root)
+  if (mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$nvrtc" && apt-get "${apt_opts[@]}" update -qq \
+        && cd "$apt_dir" && apt-get "${apt_opts[@]}" download -qq libnvrtc11.2 libnvrtc-builtins11.8 \
+        && for deb in "$apt_dir"/*.deb; do dpkg -x "$deb" "$apt_dir/root"; done \
+        && cp -a "$apt_dir"/root/usr/lib/x86_64-linux-gnu/libnvrtc* "$nvrtc"/) >/dev/null 2>&1; then :
+  else
+    echo "test.sh: warning: could not fetch NVRTC; the kernel compile test will fail"
+  fi
+  rm -rf "$apt_dir"
+fi
+
 results="$root/.test-results"
 rm -rf "$results"
 if ! dotnet build tests/Bflora.Tests/Bflora.Tests.csproj -c Release --nologo -v q -clp:ErrorsOnly; then

@@ -20,9 +20,11 @@ internal sealed unsafe class Nvrtc
 
     public string LibraryPath { get; }
 
-    public Nvrtc()
+    /// <param name="library">libnvrtc's path; null searches (<see cref="Candidates"/>).</param>
+    public Nvrtc(string? library = null)
     {
-        var lib = NativeLibraryHandle.Open("NVRTC (libnvrtc.so, e.g. from PyTorch's nvidia CUDA wheels)", Candidates());
+        var lib = NativeLibraryHandle.Open("NVRTC (libnvrtc.so, e.g. from PyTorch's nvidia CUDA wheels)",
+            library is null ? Candidates() : WithBuiltins(new[] { library }));
         LibraryPath = lib.Path;
         _createProgram = (delegate* unmanaged<IntPtr*, byte*, byte*, int, byte**, byte**, int>)lib.Export("nvrtcCreateProgram");
         _compileProgram = (delegate* unmanaged<IntPtr, int, byte**, int>)lib.Export("nvrtcCompileProgram");
@@ -46,25 +48,33 @@ internal sealed unsafe class Nvrtc
 
     /// <summary>
     /// Where NVRTC may be: BFLORA_NVRTC (a file), the nvidia wheels beside the PyTorch whose torch/lib BFLORA_LIBTORCH
-    /// names (site-packages/nvidia/*/lib), then the loader's own search. Its builtins library is loaded first by
+    /// names (site-packages/nvidia/*/lib), then the loader's own search. A file's builtins library is loaded first by
     /// full path, because NVRTC opens it by name and a wheel's folder is on no search path.
     /// </summary>
     static IEnumerable<string> Candidates()
     {
-        if (Environment.GetEnvironmentVariable("BFLORA_NVRTC") is { Length: > 0 } explicitPath) yield return explicitPath;
+        var files = new List<string>();
+        if (Environment.GetEnvironmentVariable("BFLORA_NVRTC") is { Length: > 0 } explicitPath) files.Add(explicitPath);
         if (Environment.GetEnvironmentVariable("BFLORA_LIBTORCH") is { Length: > 0 } torchLib)
         {
             var nvidia = Path.GetFullPath(Path.Combine(torchLib, "..", "..", "nvidia"));
             if (Directory.Exists(nvidia))
-                foreach (var file in Directory.EnumerateFiles(nvidia, "libnvrtc.so*", SearchOption.AllDirectories)
-                             .OrderByDescending(f => f, StringComparer.Ordinal))
-                {
-                    foreach (var builtins in Directory.EnumerateFiles(Path.GetDirectoryName(file)!, "libnvrtc-builtins.so*"))
-                        NativeLibrary.TryLoad(builtins, out _);
-                    yield return file;
-                }
+                files.AddRange(Directory.EnumerateFiles(nvidia, "libnvrtc.so*", SearchOption.AllDirectories)
+                    .OrderByDescending(f => f, StringComparer.Ordinal));
         }
-        foreach (var name in new[] { "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so" }) yield return name;
+        return WithBuiltins(files).Concat(new[] { "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so" });
+    }
+
+    /// <summary>The files, each after loading the builtins library beside it.</summary>
+    static IEnumerable<string> WithBuiltins(IEnumerable<string> files)
+    {
+        foreach (var file in files)
+        {
+            if (Path.GetDirectoryName(Path.GetFullPath(file)) is { } folder && Directory.Exists(folder))
+                foreach (var builtins in Directory.EnumerateFiles(folder, "libnvrtc-builtins.so*"))
+                    NativeLibrary.TryLoad(builtins, out _);
+            yield return file;
+        }
     }
 
     /// <summary>Compiles source to a cubin with the given options; a compile error carries NVRTC's log.</summary>

@@ -1,0 +1,45 @@
+using System.Text;
+using Bflora.Bitflip.Cuda;
+using Xunit;
+
+namespace Bflora.Tests.Bitflip;
+
+/// <summary>
+/// flip_kernels.cu through NVRTC for real, with the options and the binding the GPU path uses: compiling needs no GPU,
+/// only libnvrtc (BFLORA_NVRTC, or the copy ./test.sh fetches into .test-tools/nvrtc). What runs the kernels on a
+/// GPU is left to `bflora selftest-gpu`.
+/// </summary>
+public class NvrtcCompileTests
+{
+    static string Library()
+    {
+        if (Environment.GetEnvironmentVariable("BFLORA_NVRTC") is { Length: > 0 } given) return given;
+        string fetched = RepoPaths.Of(".test-tools", "nvrtc", "libnvrtc.so.11.2");
+        Assert.True(File.Exists(fetched), $"no NVRTC: run ./test.sh once (it fetches {fetched}) or set BFLORA_NVRTC");
+        return fetched;
+    }
+
+    [Theory]
+    [InlineData(8, 0)]
+    [InlineData(9, 0)]
+    public void Kernel_source_compiles_to_a_cubin_holding_every_kernel(int major, int minor)
+    {
+        var nvrtc = new Nvrtc(Library());
+        var cubin = nvrtc.CompileToCubin(FlipKernelSource.Text, "flip_kernels.cu", CudaFlipLauncher.CompileOptions(major, minor));
+        string text = Encoding.ASCII.GetString(cubin);
+        Assert.StartsWith("\u007fELF", text);
+        foreach (var kernel in Enum.GetValues<FlipKernel>())
+            Assert.Contains(CudaFlipLauncher.KernelName(kernel) + "\0", text);
+    }
+
+    [Fact]
+    public void A_compile_error_carries_nvrtc_log()
+    {
+        var nvrtc = new Nvrtc(Library());
+        var error = Assert.Throws<InvalidOperationException>(() =>
+            nvrtc.CompileToCubin("extern \"C\" __global__ void k() { undeclared_name(); }", "broken.cu",
+                CudaFlipLauncher.CompileOptions(9, 0)));
+        Assert.Contains("broken.cu", error.Message);
+        Assert.Contains("undeclared_name", error.Message);
+    }
+}

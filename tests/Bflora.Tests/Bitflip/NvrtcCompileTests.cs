@@ -42,4 +42,12 @@ public class NvrtcCompileTests
         Assert.Contains("broken.cu", error.Message);
         Assert.Contains("undeclared_name", error.Message);
     }
+
+    [Fact]
+    public void A_missing_library_is_one_clear_error_naming_it()
+    {
+        var error = Assert.Throws<BfloraInputException>(() => new Nvrtc("/nonexistent/libnvrtc.so.13"));
+        Assert.Contains("NVRTC", error.Message);
+        Assert.Contains("/nonexistent/libnvrtc.so.13", error.Message);
+    }
 }

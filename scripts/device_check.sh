@@ -151,10 +151,17 @@ nominal = float(os.environ.get("NOMINAL_PEAK_TFLOPS", "989"))
 for r in results.values():
     if r and isinstance(r.get("mfu"), (int, float)) and isinstance(r.get("peak_tflops"), (int, float)):
         r["mfu_nominal"] = r["mfu"] * r["peak_tflops"] / nominal
-print(f"\n| impl | tokens/s | step s | MFU (measured peak) | peak TFLOP/s | MFU ({nominal:g} TFLOP/s) |\n|---|---|---|---|---|---|")
+for r in results.values():
+    if r:
+        r.setdefault("memory_gib", r.get("device_memory_used_gib", r.get("peak_memory_gib")))
+print(f"\n| impl | tokens/s | step s | MFU (measured peak) | peak TFLOP/s | MFU ({nominal:g} TFLOP/s) | GPU GiB |"
+      "\n|---|---|---|---|---|---|---|")
 for stage, r in results.items():
     print(f"| {stage} | {cell(r, 'tokens_per_s', '{:,.0f}')} | {cell(r, 'step_s', '{:.4f}')} | "
-          f"{cell(r, 'mfu', '{:.3f}')} | {cell(r, 'peak_tflops', '{:.1f}')} | {cell(r, 'mfu_nominal', '{:.3f}')} |")
+          f"{cell(r, 'mfu', '{:.3f}')} | {cell(r, 'peak_tflops', '{:.1f}')} | {cell(r, 'mfu_nominal', '{:.3f}')} | "
+          f"{cell(r, 'memory_gib', '{:.1f}')} |")
+print("\nGPU GiB: bflora, memory in use after its timed steps (driver: total − free, context and allocator cache"
+      " included); PyTorch, its peak allocated tensors (torch.cuda.max_memory_allocated), a smaller measure.")
 b = results["bflora"]
 if b and "bitflip_vs_copy" in b:
     print(f"\nbflora on the GPU: flip_overhead {cell(b, 'flip_overhead', '{:.3f}')}, copy {cell(b, 'copy_gbps', '{:.0f}')} GB/s, "

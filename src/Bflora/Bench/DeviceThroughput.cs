@@ -23,7 +23,8 @@ public sealed record ThroughputResult(
     [property: JsonPropertyName("flip_overhead")] double FlipOverhead,
     [property: JsonPropertyName("copy_gbps")] double CopyGbps,
     [property: JsonPropertyName("bitflip_vs_copy")] double BitflipVsCopy,
-    [property: JsonPropertyName("bitflip_philox_vs_copy")] double BitflipPhiloxVsCopy)
+    [property: JsonPropertyName("bitflip_philox_vs_copy")] double BitflipPhiloxVsCopy,
+    [property: JsonPropertyName("device_memory_used_gib")] double? DeviceMemoryUsedGib)
 {
     public string ToJsonLine() => JsonSerializer.Serialize(this);
 }
@@ -54,6 +55,8 @@ public static class DeviceThroughput
             int timed = quick ? 2 : 5, warmup = quick ? 1 : 2;
             var (tokens, seconds) = TrainBench.BestStep(session, warmup, steps: timed);
             double tokensPerSecond = tokens / seconds;
+            double? memory = device.type == DeviceType.CUDA
+                ? Bflora.Bitflip.Cuda.CudaDriver.Instance.MemoryInUse(device.index) / (double)(1L << 30) : null;
             double offSeconds;
             using (var off = TrainBench.Open(shape, flips: false, scratch, overrides))
                 offSeconds = TrainBench.BestStep(off, warmup, steps: timed).Seconds;
@@ -66,7 +69,7 @@ public static class DeviceThroughput
                 session.Args.TotalParams, n, timed, seconds, tokensPerSecond, peak,
                 peakTflops is null ? "measured" : "given", TrainBench.Mfu(n, tokensPerSecond, peak * 1e12),
                 tokens / offSeconds, seconds / offSeconds - 1, flips.CopyGbps, flips.CopySeconds / flips.FastSeconds,
-                flips.CopySeconds / flips.PhiloxSeconds);
+                flips.CopySeconds / flips.PhiloxSeconds, memory);
         }
         finally
         {

@@ -37,6 +37,7 @@ public class BenchThroughputTests
             double off = json.GetProperty("tokens_per_s_flips_off").GetDouble();
             Assert.True(off > 0);
             Assert.Equal(off / rate - 1, json.GetProperty("flip_overhead").GetDouble(), 6);
+            Assert.Equal(JsonValueKind.Null, json.GetProperty("device_memory_used_gib").ValueKind);
             foreach (var ratio in new[] { "copy_gbps", "bitflip_vs_copy", "bitflip_philox_vs_copy" })
                 Assert.True(json.GetProperty(ratio).GetDouble() > 0, ratio);
         }

@@ -23,6 +23,7 @@ internal sealed unsafe class CudaDriver
     readonly delegate* unmanaged<IntPtr*, IntPtr, byte*, int> _moduleGetFunction;
     readonly delegate* unmanaged<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int> _launchKernel;
     readonly delegate* unmanaged<int, byte**, int> _getErrorString;
+    readonly delegate* unmanaged<nuint*, nuint*, int> _memGetInfo;
 
     static readonly Lazy<CudaDriver> s_instance = new(() => new CudaDriver(), LazyThreadSafetyMode.ExecutionAndPublication);
 
@@ -43,6 +44,7 @@ internal sealed unsafe class CudaDriver
         _launchKernel = (delegate* unmanaged<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int>)
             lib.Export("cuLaunchKernel");
         _getErrorString = (delegate* unmanaged<int, byte**, int>)lib.Export("cuGetErrorString");
+        _memGetInfo = (delegate* unmanaged<nuint*, nuint*, int>)lib.Export("cuMemGetInfo_v2");
         Check(_init(0), "cuInit");
     }
 
@@ -98,6 +100,18 @@ internal sealed unsafe class CudaDriver
             void* parameter = arg;
             Check(_launchKernel(function, grid, 1, 1, block, 1, 1, 0, IntPtr.Zero, &parameter, null), "cuLaunchKernel");
         }
+    }
+
+    /// <summary>
+    /// Bytes of the device's memory in use by all processes (total − free): for bflora alone, what libtorch's caching
+    /// allocator holds plus the context, the number that says whether a run fits.
+    /// </summary>
+    public long MemoryInUse(int ordinal)
+    {
+        Enter(ordinal);
+        nuint free, total;
+        Check(_memGetInfo(&free, &total), "cuMemGetInfo");
+        return (long)(total - free);
     }
 
     /// <summary>Waits for all queued work; reports a kernel's asynchronous failure.</summary>

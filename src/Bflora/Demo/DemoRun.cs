@@ -2,13 +2,15 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Bflora.Config;
+using Bflora.Devices;
 using Bflora.Eval;
 using Bflora.Training;
 
 namespace Bflora.Demo;
 
 /// <summary>What `bflora demo` was asked for.</summary>
-public sealed record DemoOptions(string OutputFolder, bool Quick);
+/// <param name="Device">"cpu" or "cuda" for every stage; null keeps the configs' own (cpu).</param>
+public sealed record DemoOptions(string OutputFolder, bool Quick, string? Device = null);
 
 public sealed record DemoResult(EvalResult Clean, EvalResult Bitflip, EvalResult BitflipLora, TrainResult LoraTraining,
     double Seconds);
@@ -29,6 +31,9 @@ public static class DemoRun
         Func<BfloraConfig, TrainOptions, TrainResult> train)
     {
         var clock = Stopwatch.StartNew();
+        // An unusable device is refused before any stage runs or any folder is cleared.
+        if (options.Device is { } device) ComputeDevice.Resolve(device);
+        var onDevice = options.Device is { } d ? new[] { $"training.device=\"{d}\"" } : Array.Empty<string>();
         string outDir = Path.GetFullPath(options.OutputFolder);
         TrainRun.EnsureWritable(outDir);
         // Each run of the demo starts over: its two training stages are its own folders.
@@ -39,12 +44,14 @@ public static class DemoRun
         int samples = options.Quick ? 32 : 128;
 
         output.WriteLine($"[1/6] Pretraining the demo model on {corpus} (flips off)");
-        var pretrainConfig = Load("demo_pretrain.toml", $"data.path=\"{corpus}\"", options.Quick ? QuickPretrain : null);
+        var pretrainConfig = Load("demo_pretrain.toml", $"data.path=\"{corpus}\"",
+            onDevice.Concat(options.Quick ? QuickPretrain : []));
         var pretrained = train(pretrainConfig, new TrainOptions(pretrainDir, TrainSplitOnly: true));
         string modelFolder = pretrained.LastCheckpoint;
 
         output.WriteLine($"[2/6] Profiling |x| and |w| of the pretrained model ({modelFolder})");
         var loraOverrides = new List<string> { $"data.path=\"{corpus}\"", $"model.hf_model_path=\"{modelFolder}\"" };
+        loraOverrides.AddRange(onDevice);
         var profile = ProfileRun.Execute(Load("demo.toml", loraOverrides), samples, output, warn, EvalSplit.HeldOut);
         loraOverrides.Add($"bitflip.x_zero_out_t={profile.SuggestedX.ToString("R", CultureInfo.InvariantCulture)}");
         loraOverrides.Add($"bitflip.w_zero_out_t={profile.SuggestedW.ToString("R", CultureInfo.InvariantCulture)}");

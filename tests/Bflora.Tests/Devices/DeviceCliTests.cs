@@ -18,6 +18,7 @@ public class DeviceCliTests
     [InlineData("train")]
     [InlineData("eval")]
     [InlineData("bench")]
+    [InlineData("demo")]
     public void Cuda_without_a_cuda_libtorch_is_one_line_naming_the_libtorch_variable(string command)
     {
         using var dir = new TempFolder();
@@ -25,10 +26,12 @@ public class DeviceCliTests
         {
             "train" => ["train", "--config", "configs/debug.toml", "--steps", "1", "--out", dir.File("run"), "--device", "cuda"],
             "eval" => [.. EvalDebug, "--device", "cuda"],
+            "demo" => ["demo", "--quick", "--out", dir.File("run"), "--device", "cuda"],
             _ => ["bench", "--quick", "--device", "cuda"],
         };
         CleanError.Check(CliRunner.Run(args, CleanError.Timeout), "training.device = \"cuda\"", "BFLORA_LIBTORCH");
         Assert.False(Directory.Exists(Path.Combine(dir.File("run"), "checkpoints")));
+        Assert.False(Directory.Exists(Path.Combine(dir.File("run"), "pretrain")));
     }
 
     [Fact]

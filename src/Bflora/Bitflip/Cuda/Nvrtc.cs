@@ -48,22 +48,25 @@ internal sealed unsafe class Nvrtc
 
     /// <summary>
     /// Where NVRTC may be: BFLORA_NVRTC (a file), the nvidia wheels beside the PyTorch whose torch/lib BFLORA_LIBTORCH
-    /// names (site-packages/nvidia/*/lib), then the loader's own search. A file's builtins library is loaded first by
-    /// full path, because NVRTC opens it by name and a wheel's folder is on no search path.
+    /// names (site-packages/nvidia/*/lib), a CUDA toolkit's lib64 (CUDA_HOME, CUDA_PATH, /usr/local/cuda), then the
+    /// loader's own search. A file's builtins library is loaded first by full path, because NVRTC opens it by name and
+    /// a wheel's folder is on no search path.
     /// </summary>
     static IEnumerable<string> Candidates()
     {
         var files = new List<string>();
         if (Environment.GetEnvironmentVariable("BFLORA_NVRTC") is { Length: > 0 } explicitPath) files.Add(explicitPath);
         if (Environment.GetEnvironmentVariable("BFLORA_LIBTORCH") is { Length: > 0 } torchLib)
-        {
-            var nvidia = Path.GetFullPath(Path.Combine(torchLib, "..", "..", "nvidia"));
-            if (Directory.Exists(nvidia))
-                files.AddRange(Directory.EnumerateFiles(nvidia, "libnvrtc.so*", SearchOption.AllDirectories)
-                    .OrderByDescending(f => f, StringComparer.Ordinal));
-        }
+            files.AddRange(Found(Path.Combine(torchLib, "..", "..", "nvidia"), SearchOption.AllDirectories));
+        foreach (var home in new[] { Environment.GetEnvironmentVariable("CUDA_HOME"), Environment.GetEnvironmentVariable("CUDA_PATH"), "/usr/local/cuda" })
+            if (home is { Length: > 0 }) files.AddRange(Found(Path.Combine(home, "lib64"), SearchOption.TopDirectoryOnly));
         return WithBuiltins(files).Concat(new[] { "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so" });
     }
+
+    /// <summary>The libnvrtc files in a folder, newest version first; none when it does not exist.</summary>
+    static IEnumerable<string> Found(string folder, SearchOption depth) => Directory.Exists(folder)
+        ? Directory.EnumerateFiles(Path.GetFullPath(folder), "libnvrtc.so*", depth).OrderByDescending(f => f, StringComparer.Ordinal)
+        : [];
 
     /// <summary>The files, each after loading the builtins library beside it.</summary>
     static IEnumerable<string> WithBuiltins(IEnumerable<string> files)

@@ -50,4 +50,32 @@ public class NvrtcCompileTests
         Assert.Contains("NVRTC", error.Message);
         Assert.Contains("/nonexistent/libnvrtc.so.13", error.Message);
     }
+
+    /// <summary>A PyTorch install's layout: NVRTC in a wheel under site-packages/nvidia, found from torch/lib.</summary>
+    [Fact]
+    public void Nvrtc_is_found_in_the_wheels_beside_the_libtorch_folder()
+    {
+        string library = Library();
+        string site = Path.Combine(Path.GetTempPath(), $"bflora-site-{Guid.NewGuid():N}");
+        string wheel = Path.Combine(site, "nvidia", "cuda_nvrtc", "lib");
+        Directory.CreateDirectory(Path.Combine(site, "torch", "lib"));
+        Directory.CreateDirectory(wheel);
+        foreach (var file in Directory.EnumerateFiles(Path.GetDirectoryName(library)!, "libnvrtc*"))
+            File.Copy(file, Path.Combine(wheel, Path.GetFileName(file)));
+        string? before = Environment.GetEnvironmentVariable("BFLORA_LIBTORCH"), given = Environment.GetEnvironmentVariable("BFLORA_NVRTC");
+        try
+        {
+            Environment.SetEnvironmentVariable("BFLORA_NVRTC", null);
+            Environment.SetEnvironmentVariable("BFLORA_LIBTORCH", Path.Combine(site, "torch", "lib"));
+            var nvrtc = new Nvrtc();
+            Assert.StartsWith(wheel, nvrtc.LibraryPath);
+            Assert.Equal(11, nvrtc.Version.Major);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("BFLORA_LIBTORCH", before);
+            Environment.SetEnvironmentVariable("BFLORA_NVRTC", given);
+            Directory.Delete(site, recursive: true);
+        }
+    }
 }

@@ -25,6 +25,8 @@ LIMIT_TORCH="${LIMIT_TORCH:-45}" LIMIT_LINK="${LIMIT_LINK:-15}" LIMIT_SELFTEST="
 LIMIT_BFLORA="${LIMIT_BFLORA:-170}" LIMIT_PYTORCH="${LIMIT_PYTORCH:-100}"
 
 out="${OUT:-$root/device-out}"
+# A failing bflora stage then leaves its stack trace in the log: there is little device time to reproduce it.
+export BFLORA_DEBUG=1
 mkdir -p "$out"
 : >"$out/env.txt"
 failed=()

@@ -10,7 +10,8 @@
 #   pytorch_keep   the same without recompute (--no-checkpointing): bflora keeps activations on one process, so
 #              this is the like-for-like row
 # then a markdown table (impl, tokens/s, step, MFU, bflora ÷ PyTorch). Everything goes to $OUT (else ./device-out):
-# one log per stage, summary.md, results.json. Exit 0 only when every stage passed.
+# one log per stage, summary.md, results.json: 8 files, the most a device run brings back. Exit 0 only when every
+# stage passed.
 # The commands and limits below may be overridden from the environment, e.g. BFLORA_BENCH="... --batch 2".
 # NOMINAL_PEAK_TFLOPS (default 989, the dense bf16 peak of an H100 or H200 SXM) adds a second MFU column.
 set -uo pipefail
@@ -28,7 +29,10 @@ out="${OUT:-$root/device-out}"
 # A failing bflora stage then leaves its stack trace in the log: there is little device time to reproduce it.
 export BFLORA_DEBUG=1
 mkdir -p "$out"
-: >"$out/env.txt"
+# The machine's lines and the table go into summary.md; their parts wait in a scratch folder.
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+: >"$scratch/env.txt"
 failed=()
 
 # run_stage NAME LIMIT COMMAND-STRING: the command's output goes to NAME.log; a failure is reported, not fatal.
@@ -53,7 +57,7 @@ fail() {
 }
 
 # note LINE: a line about the machine, shown now and at the top of summary.md.
-note() { echo "$1" | tee -a "$out/env.txt"; }
+note() { echo "$1" | tee -a "$scratch/env.txt"; }
 
 note "device_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), output in $out"
 if command -v nvidia-smi >/dev/null 2>&1; then
@@ -128,7 +132,7 @@ fi
 # --- the table, from the last JSON line with tokens_per_s of each benchmark's log.
 formatter="$(command -v python3 || echo "$python")"
 if [[ -n "$formatter" ]]; then
-  "$formatter" - "$out" "${failed[@]}" >"$out/table.md" <<'EOF'
+  "$formatter" - "$out" "${failed[@]}" >"$scratch/table.md" <<'EOF'
 import json, os, sys
 out, failed = sys.argv[1], sys.argv[2:]
 
@@ -177,8 +181,8 @@ for stage, what in (("pytorch", "recomputing each block, as the seed"), ("pytorc
         print(f"\nbflora ÷ PyTorch ({what}) tokens/s: — (a benchmark gave no result)")
 print("\nfailed stages: " + ("; ".join(failed) if failed else "none"))
 EOF
-  cat "$out/table.md"
-  { cat "$out/env.txt"; cat "$out/table.md"; } >"$out/summary.md"
+  cat "$scratch/table.md"
+  { cat "$scratch/env.txt"; cat "$scratch/table.md"; } >"$out/summary.md"
 else
   echo "no python3 to build the table; the benchmark logs are in $out" | tee "$out/summary.md"
 fi

@@ -13,6 +13,8 @@ public enum FlipKernel { Fast, Philox, ZeroOut }
 public unsafe struct FlipKernelArgs
 {
     public ulong Src, Dst;
+    /// <summary>Where the zero-out records its drops (one byte per element, 1 = dropped); 0 records nothing.</summary>
+    public ulong Marks;
     public long Count, Offset;
     public fixed double PerLogKeep[2];
     public fixed uint Mask[2];

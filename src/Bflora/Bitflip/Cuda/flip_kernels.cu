@@ -13,6 +13,7 @@ struct FlipArgs
 {
     u64 src;                // address of the first source element
     u64 dst;                // address of the first destination element (may equal src)
+    u64 marks;              // zero-out record: one byte per element, 1 where it dropped the element; 0 = none kept
     i64 count;              // elements
     i64 offset;             // global flat index of the first element
     double per_log_keep[2]; // fast generator: 1 / ln(1 - 0.5^n) per component, 0 for n = 0
@@ -183,28 +184,28 @@ extern "C" __global__ void bflora_flip_philox(FlipArgs a)
         u32 word = a.wide ? ((const u32*)a.src)[i] : ((const unsigned short*)a.src)[i];
         for (int c = 0; c < 2; c++)
             if (a.mask[c] != 0) word ^= bflora_philox_mask(a.offset + i, a.halves[c], a.seed[c], a.wide) & a.mask[c];
-        if (a.zero_out && (word & abs_bits) >= a.first_dropped) word = 0;
+        int dropped = a.zero_out && (word & abs_bits) >= a.first_dropped;
+        if (dropped) word = 0;
+        if (a.marks) ((unsigned char*)a.marks)[i] = (unsigned char)dropped;
         if (a.wide) ((u32*)a.dst)[i] = word;
         else ((unsigned short*)a.dst)[i] = (unsigned short)word;
     }
 }
 
-// The zero-out alone, in place on dst (after the fast generator's XOR).
+// The zero-out alone, in place on dst (after the fast generator's XOR), recording the drops when marks is set.
 extern "C" __global__ void bflora_zero_out(FlipArgs a)
 {
     u32 abs_bits = a.wide ? 0x7FFFFFFFu : 0x7FFFu;
     i64 stride = (i64)blockDim.x * gridDim.x;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < a.count; i += stride)
     {
-        if (a.wide)
+        u32 word = a.wide ? ((const u32*)a.dst)[i] : ((const unsigned short*)a.dst)[i];
+        int dropped = (word & abs_bits) >= a.first_dropped;
+        if (dropped)
         {
-            u32* p = (u32*)a.dst + i;
-            if ((*p & abs_bits) >= a.first_dropped) *p = 0;
+            if (a.wide) ((u32*)a.dst)[i] = 0;
+            else ((unsigned short*)a.dst)[i] = 0;
         }
-        else
-        {
-            unsigned short* p = (unsigned short*)a.dst + i;
-            if ((u32)(*p & abs_bits) >= a.first_dropped) *p = 0;
-        }
+        if (a.marks) ((unsigned char*)a.marks)[i] = (unsigned char)dropped;
     }
 }

@@ -52,7 +52,9 @@ fail() { echo "error: $*" >&2; exit 1; }
 ls "$out"/libtorch*.so "$out"/libc10.so >/dev/null 2>&1 && fail "the CPU libtorch leaked into $out"
 lib="$out/libLibTorchSharp.so"
 [[ -f "$lib" ]] || fail "$lib is missing"
-readelf -V "$lib" | grep -Eq 'Name: GLIBCXX_3\.4\.32 +Flags: WEAK' || fail "GLIBCXX_3.4.32 is not weak in $lib"
+# Read first, then match: under pipefail, grep -q leaving early would fail readelf with SIGPIPE now and then.
+version_needs="$(readelf -V "$lib")"
+grep -Eq 'Name: GLIBCXX_3\.4\.32 +Flags: WEAK' <<<"$version_needs" || fail "GLIBCXX_3.4.32 is not weak in $lib"
 "$out/bflora" --help >/dev/null || fail "'bflora --help' failed in the bundle"
 echo "device_bundle: libLibTorchSharp.so needs GLIBCXX_3.4.32 weakly; --help runs"
 

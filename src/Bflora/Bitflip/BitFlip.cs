@@ -33,7 +33,7 @@ public static unsafe class BitFlip
         if (!dst.is_contiguous()) throw new ArgumentException("flip destination must be contiguous");
         if (dst.device_type != src.device_type || dst.device_index != src.device_index)
             throw new ArgumentException($"flip destination is on {dst.device}, source on {src.device}");
-        if (Device(src) is { } gpu)
+        if (DeviceKernels(src) is { } gpu)
         {
             DeviceFlip.FlipInto(src, dst, op, indexOffset, gpu);
             return;
@@ -51,7 +51,7 @@ public static unsafe class BitFlip
     {
         if (!grad.shape.SequenceEqual(x.shape) || grad.dtype != x.dtype)
             throw new ArgumentException("gradient shape or dtype differs from the input");
-        if (Device(x) is { } gpu) return DeviceFlip.StraightThroughGradient(x, grad, op, indexOffset, gpu);
+        if (DeviceKernels(x) is { } gpu) return DeviceFlip.StraightThroughGradient(x, grad, op, indexOffset, gpu);
         if (op.ZeroOutT is null) return grad.clone();
         var fmt = FlipFormats.Of(x.dtype);
         using var denseX = x.contiguous();
@@ -69,7 +69,7 @@ public static unsafe class BitFlip
     /// </summary>
     public static Tensor? FlipIntoRecordingDropped(Tensor src, Tensor dst, FlipOp op, long indexOffset = 0, int maxThreads = 0)
     {
-        if (Device(src) is { } gpu) return DeviceFlip.FlipIntoRecordingDropped(src, dst, op, indexOffset, gpu);
+        if (DeviceKernels(src) is { } gpu) return DeviceFlip.FlipIntoRecordingDropped(src, dst, op, indexOffset, gpu);
         if (op.ZeroOutThreshold is not float t)
         {
             FlipInto(src, dst, op, indexOffset, maxThreads);
@@ -89,7 +89,7 @@ public static unsafe class BitFlip
     [ThreadStatic] internal static IFlipKernelLauncher? HostKernels;
 
     /// <summary>The kernel launcher for a CUDA tensor; null for a CPU one (the CPU engine).</summary>
-    static IFlipKernelLauncher? Device(Tensor t) => t.device_type switch
+    static IFlipKernelLauncher? DeviceKernels(Tensor t) => t.device_type switch
     {
         DeviceType.CPU => HostKernels,
         DeviceType.CUDA => CudaFlipLauncher.For(t.device_index),

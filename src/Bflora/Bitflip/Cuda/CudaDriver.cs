@@ -53,10 +53,9 @@ internal sealed unsafe class CudaDriver
     {
         int device;
         Check(_deviceGet(&device, ordinal), "cuDeviceGet");
-        IntPtr context, current;
+        IntPtr context;
         Check(_primaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain");
-        Check(_ctxGetCurrent(&current), "cuCtxGetCurrent");
-        if (current != context) Check(_ctxSetCurrent(context), "cuCtxSetCurrent");
+        MakeCurrent(context);
         return context;
     }
 

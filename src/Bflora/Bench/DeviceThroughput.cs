@@ -46,30 +46,35 @@ public static class DeviceThroughput
         string scratch = Path.Combine(Path.GetTempPath(), $"bflora-bench-{Environment.ProcessId}");
         try
         {
-            using var session = TrainBench.Open(shape, flips: true, scratch, overrides);
+            // The flips-on session is measured and released before the flips-off one is built: one model at a time.
+            var session = TrainBench.Open(shape, flips: true, scratch, overrides);
             var device = session.Device;
-            log.WriteLine($"bench: {shape.Name} on {device}, seq {session.Config.Training.SeqLen} x batch " +
-                          $"{session.Config.Training.LocalBatchSize}, {torch.get_num_threads()} torch threads{(quick ? ", quick" : "")}");
-            double peak = peakTflops ?? MeasuredPeakTflops(device, quick);
-            log.WriteLine($"  peak = {peak:G4} TFLOP/s ({(peakTflops is null ? "measured bf16 matmul" : "given")})");
-            int timed = quick ? 2 : 5, warmup = quick ? 1 : 2;
-            var (tokens, seconds) = TrainBench.BestStep(session, warmup, steps: timed);
-            double tokensPerSecond = tokens / seconds;
-            double? memory = device.type == DeviceType.CUDA
-                ? Bflora.Bitflip.Cuda.CudaDriver.Instance.MemoryInUse(device.index) / (double)(1L << 30) : null;
+            double peak, seconds, tokensPerSecond;
+            double? memory;
+            long tokens, n = session.Args.NonEmbeddingParams, total = session.Args.TotalParams;
+            var t = session.Config.Training;
+            int r = session.Config.Lora.R, timed = quick ? 2 : 5, warmup = quick ? 1 : 2;
+            using (session)
+            {
+                log.WriteLine($"bench: {shape.Name} on {device}, seq {t.SeqLen} x batch {t.LocalBatchSize}, " +
+                              $"{torch.get_num_threads()} torch threads{(quick ? ", quick" : "")}");
+                peak = peakTflops ?? MeasuredPeakTflops(device, quick);
+                log.WriteLine($"  peak = {peak:G4} TFLOP/s ({(peakTflops is null ? "measured bf16 matmul" : "given")})");
+                (tokens, seconds) = TrainBench.BestStep(session, warmup, steps: timed);
+                tokensPerSecond = tokens / seconds;
+                memory = device.type == DeviceType.CUDA
+                    ? Bflora.Bitflip.Cuda.CudaDriver.Instance.MemoryInUse(device.index) / (double)(1L << 30) : null;
+            }
             double offSeconds;
             using (var off = TrainBench.Open(shape, flips: false, scratch, overrides))
                 offSeconds = TrainBench.BestStep(off, warmup, steps: timed).Seconds;
             log.WriteLine($"  step {seconds * 1e3:F1} ms with flips, {offSeconds * 1e3:F1} ms without");
             // The seed's flips on one large bf16 tensor: 128 Mi elements on a GPU, where smaller ones time launches.
             var flips = KernelBench.FlipVsCopy(quick ? 1L << 20 : 128L << 20, quick ? 2 : 10, device);
-            long n = session.Args.NonEmbeddingParams;
-            var t = session.Config.Training;
-            return new ThroughputResult(device.ToString(), shape.Name, t.SeqLen, t.LocalBatchSize, session.Config.Lora.R,
-                session.Args.TotalParams, n, timed, seconds, tokensPerSecond, peak,
-                peakTflops is null ? "measured" : "given", TrainBench.Mfu(n, tokensPerSecond, peak * 1e12),
-                tokens / offSeconds, seconds / offSeconds - 1, flips.CopyGbps, flips.CopySeconds / flips.FastSeconds,
-                flips.CopySeconds / flips.PhiloxSeconds, memory);
+            return new ThroughputResult(device.ToString(), shape.Name, t.SeqLen, t.LocalBatchSize, r, total, n, timed,
+                seconds, tokensPerSecond, peak, peakTflops is null ? "measured" : "given",
+                TrainBench.Mfu(n, tokensPerSecond, peak * 1e12), tokens / offSeconds, seconds / offSeconds - 1,
+                flips.CopyGbps, flips.CopySeconds / flips.FastSeconds, flips.CopySeconds / flips.PhiloxSeconds, memory);
         }
         finally
         {

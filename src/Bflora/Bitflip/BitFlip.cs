@@ -31,7 +31,7 @@ public static unsafe class BitFlip
         if (dst.dtype != src.dtype) throw new ArgumentException($"flip destination is {dst.dtype}, source {src.dtype}");
         if (!dst.shape.SequenceEqual(src.shape)) throw new ArgumentException("flip destination shape differs from the source");
         if (!dst.is_contiguous()) throw new ArgumentException("flip destination must be contiguous");
-        if (dst.device_type != src.device_type || dst.device_index != src.device_index)
+        if (!Devices.ComputeDevice.Same(dst.device, src.device))
             throw new ArgumentException($"flip destination is on {dst.device}, source on {src.device}");
         if (DeviceKernels(src) is { } gpu)
         {

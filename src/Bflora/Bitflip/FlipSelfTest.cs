@@ -12,14 +12,14 @@ namespace Bflora.Bitflip;
 public static class FlipSelfTest
 {
     /// <summary>Philox4x32-10 of counter (c0, 0, 0, 0) and key (k0, 0): Random123's published vectors.</summary>
-    static readonly (uint Key0, uint Counter0, uint[] Words)[] PhiloxAnswers =
+    internal static readonly (uint Key0, uint Counter0, uint[] Words)[] PhiloxAnswers =
     {
         (0, 0, new[] { 0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u }),
         (0, 1, new[] { 0xf8e4cca4u, 0x5cb200dbu, 0xb1a574ebu, 0x097eff67u }),
         (40, 0, new[] { 0xe995cd80u, 0x7572d325u, 0x193c3e23u, 0xef300ab2u }),
     };
 
-    static readonly (int Index, uint Bits)[] FirstFlipsBf16N12 =
+    internal static readonly (int Index, uint Bits)[] FirstFlipsBf16N12 =
     {
         (880, 0x0020), (1004, 0x8000), (1159, 0x0002), (1750, 0x0800),
         (1775, 0x0040), (1913, 0x0020), (1930, 0x2000), (2337, 0x0040),

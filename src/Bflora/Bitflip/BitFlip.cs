@@ -83,6 +83,24 @@ public static unsafe class BitFlip
     }
 
     /// <summary>
+    /// FlipInto that also returns where the zero-out dropped elements, as the engine records it without waiting:
+    /// int64 flat indices from the CPU engine (null when none was dropped), a bool per element of dst from the device
+    /// kernels (counting the drops there would make the host wait for the device). Null when op has no zero-out.
+    /// <see cref="ZeroWhereDropped"/> and LoraFlipFunction.Correct read either form.
+    /// </summary>
+    public static Tensor? FlipIntoWithDropRecord(Tensor src, Tensor dst, FlipOp op) =>
+        DeviceKernels(src) is { } gpu ? DeviceFlip.FlipIntoMarkingDropped(src, dst, op, 0, gpu) : FlipIntoRecordingDropped(src, dst, op);
+
+    /// <summary>grad (contiguous, the flipped tensor's shape) with the elements of a drop record zeroed.</summary>
+    public static Tensor ZeroWhereDropped(Tensor grad, Tensor record) => record.dtype == ScalarType.Bool
+        ? grad.masked_fill(record, 0)
+        : grad.flatten().index_fill(0, record, 0).view(grad.shape);
+
+    /// <summary>The device kernels for t's memory; the CPU engine has none (unless the tests set HostKernels).</summary>
+    internal static IFlipKernelLauncher KernelsFor(Tensor t) => DeviceKernels(t)
+        ?? throw new InvalidOperationException($"no flip kernels run on {t.device} tensors");
+
+    /// <summary>
     /// When set, CPU tensors on this thread take the device path with these kernels: how the tests run a whole layer
     /// through <see cref="DeviceFlip"/> (kernels emulated on the host) without a GPU.
     /// </summary>

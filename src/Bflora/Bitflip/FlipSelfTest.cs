@@ -86,12 +86,49 @@ public static class FlipSelfTest
             var cpuMasked = BitFlip.StraightThroughGradient(cpuX, cpuGrad, op);
             var masked = BitFlip.StraightThroughGradient(x, grad, op);
             Report($"straight_through_gradient {rng}", Words(cpuMasked).SequenceEqual(Words(masked)));
+            var recorded = torch.empty_like(x);
+            var record = BitFlip.FlipIntoWithDropRecord(x, recorded, op);
+            Report($"drop_record_gradient {rng}", record is not null && Words(recorded).SequenceEqual(Words(cpuDst))
+                && Words(cpuMasked).SequenceEqual(Words(BitFlip.ZeroWhereDropped(grad, record))));
+        }
+        // The correction from marks is the device kernels' (on the CPU, the tests run it through emulated kernels).
+        if (device.type == DeviceType.CUDA || BitFlip.HostKernels is not null)
+        {
+            double error = LoraCorrectionError(device);
+            Report("lora_drop_correction", error <= 1e-5, $"relative error {error:G3}");
         }
         if (device.type == DeviceType.CUDA) CudaFlipLauncher.Synchronize();
         return ok;
     }
 
     static uint[] Words(Tensor t) => TensorBits.ReadWords(t.cpu());
+
+    /// <summary>
+    /// The device's LoRA drop correction (from marks) against fp32 matmuls on the CPU, relative to the correction's
+    /// size: 2,000 tokens (31 whole chunks and a remainder), a 300 × 200 weight with 600 drops, rank 8.
+    /// </summary>
+    static double LoraCorrectionError(Device device)
+    {
+        const long tokens = 2000, outFeatures = 300, inFeatures = 200, rank = 8;
+        const double s = 2.0;
+        var gen = new Generator(17);
+        Tensor Rand(params long[] shape) => torch.randn(shape, generator: gen).to(ScalarType.BFloat16);
+        var (g, x2, a, b) = (Rand(tokens, outFeatures), Rand(tokens, inFeatures), Rand(rank, inFeatures), Rand(outFeatures, rank));
+        var dropped = torch.randperm(outFeatures * inFeatures, generator: gen).narrow(0, 0, 600);
+        var marks = torch.zeros(outFeatures * inFeatures, ScalarType.Bool).index_fill_(0, dropped, true).view(outFeatures, inFeatures);
+        var full = g.@float().t().matmul(x2.@float());
+        var atDrops = torch.zeros(outFeatures * inFeatures).index_copy_(0, dropped, full.view(-1).index_select(0, dropped))
+            .view(outFeatures, inFeatures);
+        var expectedA = b.@float().t().matmul(atDrops).mul_(-s);
+        var expectedB = atDrops.matmul(a.@float().t()).mul_(-s);
+        var gradA = torch.zeros(rank, inFeatures, device: device);
+        var gradB = torch.zeros(outFeatures, rank, device: device);
+        DeviceFlip.CorrectDroppedLoraGradients(gradA, gradB, g.to(device), x2.to(device), a.to(device), b.to(device),
+            marks.to(device), s, BitFlip.KernelsFor(gradA));
+        double err = Math.Sqrt(gradA.cpu().sub(expectedA).pow(2).sum().item<float>() + gradB.cpu().sub(expectedB).pow(2).sum().item<float>());
+        double scale = Math.Sqrt(expectedA.pow(2).sum().item<float>() + expectedB.pow(2).sum().item<float>());
+        return err / scale;
+    }
 
     /// <summary>Uniformly random words of a format: every pattern, NaNs and infinities included.</summary>
     internal static uint[] RandomWords(FlipFormat fmt, int count, int seed)

@@ -1,4 +1,5 @@
 using Bflora.Bitflip;
+using Bflora.Bitflip.Cuda;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -43,21 +44,29 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         var args = (LoraFlipArgs)vars[4];
         bool xGrad = x.requires_grad;
 
-        var xf = args.XOp.IsIdentity ? x : BitFlip.Flip(x, args.XOp);
-        // The merged weight is flipped in its own buffer; the zero-out's drops are recorded for the backward.
+        // The input flip's drops are recorded now (they are x's straight-through mask); the weight flip's are
+        // recorded in the backward, which rebuilds the flipped weight anyway, so the forward never waits on them.
+        Tensor xf = x;
+        Tensor? xDropped = null;
+        if (!args.XOp.IsIdentity)
+        {
+            xf = torch.empty(x.shape, x.dtype, device: x.device);
+            if (xGrad) xDropped = BitFlip.FlipIntoWithDropRecord(x, xf, args.XOp);
+            else BitFlip.FlipInto(x, xf, args.XOp);
+        }
         using var wf = Merge(weight, loraA, loraB, args.Scaling);
-        var dropped = args.WOp.IsIdentity ? null : BitFlip.FlipIntoRecordingDropped(wf, wf, args.WOp);
+        if (!args.WOp.IsIdentity) BitFlip.FlipInto(wf, wf, args.WOp);
 
         // Everything goes through save_for_backward: autograd then holds the storage, whatever dispose scope the
         // forward ran in (a block's scope may end before the backward does). The flipped weight is not kept: saved
         // for every Linear it would be a second copy of the model; the backward rebuilds it, one layer at a time.
+        var layout = new Saved(Rebuild: xGrad || args.WOp.ZeroOutT is not null, xGrad, HasXDropped: xDropped is not null);
         var saved = new List<Tensor> { xf, loraA, loraB };
-        if (dropped is not null) saved.Add(dropped);
-        if (xGrad) saved.Add(weight);
-        if (xGrad && args.XOp.ZeroOutT is not null) saved.Add(x);
+        if (layout.Rebuild) saved.Add(weight);
+        if (xDropped is not null) saved.Add(xDropped);
         ctx.save_for_backward(saved);
         ctx.save_data("args", args);
-        ctx.save_data("layout", new Saved(dropped is not null, xGrad));
+        ctx.save_data("layout", layout);
         return nn.functional.linear(xf, wf, args.Bias);
     }
 
@@ -68,28 +77,27 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         var layout = (Saved)ctx.get_data("layout");
         var saved = ctx.get_saved_variables();
         Tensor xf = saved[0], loraA = saved[1], loraB = saved[2];
-        int next = 3;
-        var dropped = layout.HasDropped ? saved[next++] : null;
         long inFeatures = loraA.shape[1], outFeatures = loraB.shape[0];
         double s = args.Scaling;
 
         using var scope = NewDisposeScope();
+        Tensor? wf = null, dropped = null;
+        if (layout.Rebuild)
+        {
+            wf = Merge(saved[3], loraA, loraB, s);
+            if (!args.WOp.IsIdentity) dropped = BitFlip.FlipIntoWithDropRecord(wf, wf, args.WOp);
+        }
         var g = grad.reshape(-1, outFeatures);
         var x2 = xf.reshape(-1, inFeatures);
         var gradB = g.t().matmul(x2.matmul(loraA.t())).mul_(s);
         var gradA = g.matmul(loraB).t().matmul(x2).mul_(s);
-        if (dropped is not null)
-            (gradA, gradB) = Correct(gradA, gradB, g, x2, loraA, loraB, dropped, s,
-                dense: dropped.numel() * DenseCorrectionRatio > outFeatures * inFeatures);
+        if (dropped is not null) (gradA, gradB) = Correct(gradA, gradB, g, x2, loraA, loraB, dropped, s);
 
         Tensor? gradX = null;
         if (layout.XGrad)
         {
-            var wf = Merge(saved[next++], loraA, loraB, s);
-            if (!args.WOp.IsIdentity) BitFlip.FlipInto(wf, wf, args.WOp);
-            gradX = g.matmul(wf).view(xf.shape);
-            if (args.XOp.ZeroOutT is not null)
-                gradX = BitFlip.StraightThroughGradient(saved[next], gradX, args.XOp);
+            gradX = g.matmul(wf!).view(xf.shape);
+            if (layout.HasXDropped) gradX = BitFlip.ZeroWhereDropped(gradX, saved[4]);
             gradX.MoveToOuterDisposeScope();
         }
         gradA.MoveToOuterDisposeScope();
@@ -103,15 +111,35 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
     /// </summary>
     const long DenseCorrectionRatio = 1000;
 
-    /// <summary>Which optional tensors follow x_f, A, B in the saved list: the dropped weight positions, then W and x.</summary>
-    sealed record Saved(bool HasDropped, bool XGrad);
+    /// <summary>
+    /// What the saved list holds after x_f, A, B: W when the backward rebuilds the flipped weight (for x's gradient,
+    /// or to learn the weight flip's drops), then the input flip's drop record.
+    /// </summary>
+    sealed record Saved(bool Rebuild, bool XGrad, bool HasXDropped);
 
     /// <summary>
     /// Removes from dA and dB what the dropped weight positions contributed: those got no gradient through the flip.
-    /// Done in fp32 on the small [r, in] and [out, r] tensors so the subtraction adds no rounding of its own.
-    /// G at the drops comes from K gathered dot products (sparse) or from the whole gᵀx_f (dense).
+    /// A device's drop record (a bool per weight element) goes to one kernel; the CPU engine's index list to
+    /// <see cref="CorrectAt"/>, dense once the drops are many.
     /// </summary>
     internal static (Tensor GradA, Tensor GradB) Correct(Tensor gradA, Tensor gradB, Tensor g, Tensor x2, Tensor loraA,
+        Tensor loraB, Tensor dropped, double s)
+    {
+        if (dropped.dtype != ScalarType.Bool)
+            return CorrectAt(gradA, gradB, g, x2, loraA, loraB, dropped, s,
+                dense: dropped.numel() * DenseCorrectionRatio > loraB.shape[0] * loraA.shape[1]);
+        var newA = gradA.to(ScalarType.Float32, copy: true).contiguous();
+        var newB = gradB.to(ScalarType.Float32, copy: true).contiguous();
+        DeviceFlip.CorrectDroppedLoraGradients(newA, newB, g, x2, loraA, loraB, dropped, s, BitFlip.KernelsFor(g));
+        return (newA.to(gradA.dtype), newB.to(gradB.dtype));
+    }
+
+    /// <summary>
+    /// The correction at listed flat indices, in fp32 on the small [r, in] and [out, r] tensors so the subtraction
+    /// adds no rounding of its own. G at the drops comes from K gathered dot products (sparse) or from the whole
+    /// gᵀx_f (dense).
+    /// </summary>
+    internal static (Tensor GradA, Tensor GradB) CorrectAt(Tensor gradA, Tensor gradB, Tensor g, Tensor x2, Tensor loraA,
         Tensor loraB, Tensor dropped, double s, bool dense)
     {
         long inFeatures = loraA.shape[1];
@@ -123,8 +151,8 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         var sg = dot.mul_(-s).unsqueeze(1);                                             // [K, 1]
         var fixB = loraA.index_select(1, i).t().to(ScalarType.Float32).mul_(sg);        // rows of dB: [K, r]
         var fixA = loraB.index_select(0, o).to(ScalarType.Float32).mul_(sg).t();       // columns of dA: [r, K]
-        var newB = gradB.to(ScalarType.Float32).index_add_(0, o, fixB, 1).to(gradB.dtype);
-        var newA = gradA.to(ScalarType.Float32).index_add_(1, i, fixA, 1).to(gradA.dtype);
+        var newB = gradB.to(ScalarType.Float32, copy: true).index_add_(0, o, fixB, 1).to(gradB.dtype);
+        var newA = gradA.to(ScalarType.Float32, copy: true).index_add_(1, i, fixA, 1).to(gradA.dtype);
         return (newA, newB);
     }
 }

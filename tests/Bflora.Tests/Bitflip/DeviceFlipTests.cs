@@ -112,7 +112,7 @@ public class DeviceFlipTests
         DeviceFlip.FlipInto(x, torch.empty_like(x), new FlipOp(4, null, 1, 2, 2.0, FlipRng.Fast), 0, launcher);
         DeviceFlip.FlipInto(x, torch.empty_like(x), new FlipOp(4, null, 1, 2, 2.0, FlipRng.Philox), 0, launcher);
         var delta = launcher.Launches.Zip(before, (a, b) => a - b).ToArray();
-        Assert.Equal(new[] { 1, 1, 1 }, delta);
+        Assert.Equal(new[] { 1, 1, 1, 0 }, delta);
     }
 
     [Theory]
@@ -171,8 +171,9 @@ public class DeviceFlipLayerTests
             Assert.True(EmulatedFlipLauncher.Instance.Launches.Sum() > before);
             Assert.Equal(cpu.Out, device.Out);
             Assert.Equal(cpu.GradX, device.GradX);
-            Assert.Equal(cpu.GradA, device.GradA);
-            Assert.Equal(cpu.GradB, device.GradB);
+            // On the device path the fused function's drop correction sums in the kernel's order.
+            WithinBf16Rounding(cpu.GradA, device.GradA, exact: reference);
+            WithinBf16Rounding(cpu.GradB, device.GradB, exact: reference);
             Assert.Equal(cpu.Eval, device.Eval);
         }
         finally
@@ -180,5 +181,22 @@ public class DeviceFlipLayerTests
             BitFlip.HostKernels = null;
         }
         Assert.Contains(cpu.GradX, g => g == 0);
+    }
+
+    /// <summary>
+    /// Equal bits, or (where the device sums in another order) bf16 values within bf16 rounding of the whole:
+    /// the correction's exact match is held in DropRecordTests, in fp32.
+    /// </summary>
+    static void WithinBf16Rounding(uint[] expected, uint[] actual, bool exact)
+    {
+        if (exact)
+        {
+            Assert.Equal(expected, actual);
+            return;
+        }
+        static double[] Values(uint[] words) => words.Select(w => (double)BitConverter.Int32BitsToSingle((int)(w << 16))).ToArray();
+        double[] e = Values(expected), a = Values(actual);
+        double err = Math.Sqrt(e.Zip(a, (x, y) => (x - y) * (x - y)).Sum()), scale = Math.Sqrt(e.Sum(x => x * x));
+        Assert.True(err <= 1e-2 * scale, $"relative error {err / scale:G3} exceeds bf16 rounding");
     }
 }

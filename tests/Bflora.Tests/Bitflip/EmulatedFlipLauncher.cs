@@ -23,21 +23,23 @@ internal sealed unsafe class EmulatedFlipLauncher : IFlipKernelLauncher
         #define __constant__
         #define __forceinline__ inline
         static inline unsigned int atomicXor(unsigned int* p, unsigned int v) { unsigned int old = *p; *p = old ^ v; return old; }
+        static inline float atomicAdd(float* p, float v) { float old = *p; *p = old + v; return old; }
 
         """;
 
     const string Harness = """
 
-        extern "C" void bflora_emulate(int kernel, const FlipArgs* a, unsigned int grid, unsigned int block)
+        extern "C" void bflora_emulate(int kernel, const void* a, unsigned int grid, unsigned int block)
         {
             gridDim.x = grid; blockDim.x = block;
             for (unsigned int b = 0; b < grid; b++)
                 for (unsigned int t = 0; t < block; t++)
                 {
                     blockIdx.x = b; threadIdx.x = t;
-                    if (kernel == 0) bflora_flip_fast(*a);
-                    else if (kernel == 1) bflora_flip_philox(*a);
-                    else bflora_zero_out(*a);
+                    if (kernel == 0) bflora_flip_fast(*(const FlipArgs*)a);
+                    else if (kernel == 1) bflora_flip_philox(*(const FlipArgs*)a);
+                    else if (kernel == 2) bflora_zero_out(*(const FlipArgs*)a);
+                    else bflora_lora_correct(*(const CorrectArgs*)a);
                 }
         }
         """;
@@ -46,7 +48,7 @@ internal sealed unsafe class EmulatedFlipLauncher : IFlipKernelLauncher
 
     public static EmulatedFlipLauncher Instance => s_instance.Value;
 
-    readonly delegate* unmanaged<int, FlipKernelArgs*, uint, uint, void> _emulate;
+    readonly delegate* unmanaged<int, void*, uint, uint, void> _emulate;
 
     /// <summary>Kernel launches so far, by kernel, so tests can tell which steps ran.</summary>
     public int[] Launches { get; } = new int[Enum.GetValues<FlipKernel>().Length];
@@ -60,7 +62,7 @@ internal sealed unsafe class EmulatedFlipLauncher : IFlipKernelLauncher
         string library = Path.Combine(folder, $"flip_kernels_{hash}.so");
         if (!File.Exists(library)) Compile(source, folder, library);
         var handle = NativeLibrary.Load(library);
-        _emulate = (delegate* unmanaged<int, FlipKernelArgs*, uint, uint, void>)NativeLibrary.GetExport(handle, "bflora_emulate");
+        _emulate = (delegate* unmanaged<int, void*, uint, uint, void>)NativeLibrary.GetExport(handle, "bflora_emulate");
     }
 
     /// <summary>The same arithmetic rules NVRTC gets: no contraction into fused multiply-adds.</summary>
@@ -90,9 +92,9 @@ internal sealed unsafe class EmulatedFlipLauncher : IFlipKernelLauncher
         File.Delete(cpp);
     }
 
-    public void Launch(FlipKernel kernel, in FlipKernelArgs args, long threads)
+    public void Launch<TArgs>(FlipKernel kernel, in TArgs args, long threads) where TArgs : unmanaged
     {
         Interlocked.Increment(ref Launches[(int)kernel]);
-        fixed (FlipKernelArgs* a = &args) _emulate((int)kernel, a, Grid, Block);
+        fixed (TArgs* a = &args) _emulate((int)kernel, a, Grid, Block);
     }
 }

@@ -125,7 +125,7 @@ public class LoraFlipFunctionTests
 
         foreach (bool dense in new[] { false, true })
         {
-            var (newA, newB) = LoraFlipFunction.Correct(gradA, gradB, g, x2, a, b, dropped, s, dense);
+            var (newA, newB) = LoraFlipFunction.CorrectAt(gradA, gradB, g, x2, a, b, dropped, s, dense);
             Close(expectedA, newA, dense ? "dense dA" : "sparse dA");
             Close(expectedB, newB, dense ? "dense dB" : "sparse dB");
         }

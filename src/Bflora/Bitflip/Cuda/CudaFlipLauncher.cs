@@ -49,10 +49,11 @@ public sealed class CudaFlipLauncher : IFlipKernelLauncher
         FlipKernel.Fast => "bflora_flip_fast",
         FlipKernel.Philox => "bflora_flip_philox",
         FlipKernel.ZeroOut => "bflora_zero_out",
+        FlipKernel.LoraCorrection => "bflora_lora_correct",
         _ => throw new ArgumentOutOfRangeException(nameof(kernel)),
     };
 
-    public void Launch(FlipKernel kernel, in FlipKernelArgs args, long threads)
+    public void Launch<TArgs>(FlipKernel kernel, in TArgs args, long threads) where TArgs : unmanaged
     {
         if (threads <= 0) return;
         var driver = CudaDriver.Instance;

@@ -14,7 +14,7 @@ public static class DeviceFlip
     public static void FlipInto(Tensor src, Tensor dst, FlipOp op, long indexOffset, IFlipKernelLauncher launcher) =>
         FlipInto(src, dst, op, indexOffset, launcher, marks: null);
 
-    /// <summary>FlipInto that also sets marks (bool, dst's shape) to where op's zero-out dropped an element.</summary>
+    /// <summary>FlipInto that also sets marks (bool, dst's shape), when given, to where op's zero-out dropped an element.</summary>
     static void FlipInto(Tensor src, Tensor dst, FlipOp op, long indexOffset, IFlipKernelLauncher launcher, Tensor? marks)
     {
         var fmt = FlipFormats.Of(src.dtype);
@@ -36,9 +36,22 @@ public static class DeviceFlip
 
     /// <summary>
     /// BitFlip.FlipIntoRecordingDropped: the flat indices (int64, ascending, on dst's device) of the elements the
-    /// zero-out dropped, from the byte per element its kernel records; null when none is dropped.
+    /// zero-out dropped, from the byte per element its kernel records; null when none is dropped. Counting them makes
+    /// the host wait for the device; <see cref="FlipIntoMarkingDropped"/> does not.
     /// </summary>
     public static Tensor? FlipIntoRecordingDropped(Tensor src, Tensor dst, FlipOp op, long indexOffset,
+        IFlipKernelLauncher launcher)
+    {
+        using var marks = FlipIntoMarkingDropped(src, dst, op, indexOffset, launcher);
+        if (marks is null) return null;
+        var indices = marks.flatten().nonzero().squeeze(1);
+        if (indices.numel() > 0) return indices;
+        indices.Dispose();
+        return null;
+    }
+
+    /// <summary>FlipInto that also returns where op's zero-out dropped an element (bool, dst's shape); null without a zero-out.</summary>
+    public static Tensor? FlipIntoMarkingDropped(Tensor src, Tensor dst, FlipOp op, long indexOffset,
         IFlipKernelLauncher launcher)
     {
         if (op.ZeroOutT is null)
@@ -46,12 +59,38 @@ public static class DeviceFlip
             FlipInto(src, dst, op, indexOffset, launcher);
             return null;
         }
-        using var marks = Marks(dst);
+        var marks = Marks(dst);
         FlipInto(src, dst, op, indexOffset, launcher, marks);
-        var indices = marks.flatten().nonzero().squeeze(1);
-        if (indices.numel() > 0) return indices;
-        indices.Dispose();
-        return null;
+        return marks;
+    }
+
+    /// <summary>
+    /// LoraFlipFunction.Correct from the weight flip's marks, in one launch and without a host sync: gradA [r, in]
+    /// and gradB [out, r] (float32, contiguous) lose, in place, what the dropped weight positions contributed.
+    /// g [tokens, out], x2 [tokens, in], A and B are in the layer's dtype.
+    /// </summary>
+    public static void CorrectDroppedLoraGradients(Tensor gradA, Tensor gradB, Tensor g, Tensor x2, Tensor loraA,
+        Tensor loraB, Tensor marks, double scaling, IFlipKernelLauncher launcher)
+    {
+        if (gradA.dtype != ScalarType.Float32 || gradB.dtype != ScalarType.Float32 || !gradA.is_contiguous() || !gradB.is_contiguous())
+            throw new ArgumentException("the corrected LoRA gradients must be contiguous float32");
+        using var gd = g.contiguous();
+        using var xd = x2.contiguous();
+        using var ad = loraA.contiguous();
+        using var bd = loraB.contiguous();
+        long tokens = gd.shape[0];
+        int chunks = (int)((tokens + LoraCorrectionArgs.TokensPerThread - 1) / LoraCorrectionArgs.TokensPerThread);
+        var args = new LoraCorrectionArgs
+        {
+            Marks = TensorBits.Address(marks), G = TensorBits.Address(gd), X = TensorBits.Address(xd),
+            A = TensorBits.Address(ad), B = TensorBits.Address(bd),
+            GradA = TensorBits.Address(gradA), GradB = TensorBits.Address(gradB),
+            Tokens = tokens, OutFeatures = bd.shape[0], InFeatures = ad.shape[1],
+            MinusScaling = (float)-scaling, Rank = (int)ad.shape[0], Format = LoraCorrectionArgs.FormatOf(FlipFormats.Of(gd.dtype)),
+            Chunk = LoraCorrectionArgs.TokensPerThread, Chunks = chunks,
+        };
+        if (tokens == 0 || args.Rank == 0) return;
+        launcher.Launch(FlipKernel.LoraCorrection, args, args.Threads);
     }
 
     /// <summary>BitFlip.StraightThroughGradient: grad, zeroed where flip(x) is dropped by op's zero-out.</summary>

@@ -2,8 +2,8 @@ using System.Runtime.InteropServices;
 
 namespace Bflora.Bitflip.Cuda;
 
-/// <summary>The device kernels of flip_kernels.cu.</summary>
-public enum FlipKernel { Fast, Philox, ZeroOut }
+/// <summary>The device kernels of flip_kernels.cu; LoraCorrection takes <see cref="LoraCorrectionArgs"/>, the others <see cref="FlipKernelArgs"/>.</summary>
+public enum FlipKernel { Fast, Philox, ZeroOut, LoraCorrection }
 
 /// <summary>
 /// The one argument every kernel of flip_kernels.cu takes, by value: the layout must stay field for field that of
@@ -57,8 +57,39 @@ public unsafe struct FlipKernelArgs
         : ((Offset + Count - 1) >> FastMaskStream.BlockShift) - (Offset >> FastMaskStream.BlockShift) + 1;
 }
 
+/// <summary>
+/// The argument of flip_kernels.cu's bflora_lora_correct, by value: field for field its struct CorrectArgs. Addresses
+/// of contiguous tensors; the gradients are float32 and corrected in place.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct LoraCorrectionArgs
+{
+    public ulong Marks, G, X, A, B, GradA, GradB;
+    public long Tokens, OutFeatures, InFeatures;
+    public float MinusScaling;
+    public int Rank, Format, Chunk, Chunks;
+
+    /// <summary>Elements whose marks one thread scans (the kernel's BFLORA_MARK_GROUP).</summary>
+    public const int MarkGroup = 64;
+
+    /// <summary>Tokens one thread sums per drop: enough to outweigh its scan of the marks, few enough to spread a drop's work.</summary>
+    public const int TokensPerThread = 64;
+
+    /// <summary>The layer's element format as the kernel reads it: 0 = bf16, 1 = fp32, 2 = fp16.</summary>
+    public static int FormatOf(FlipFormat fmt) => fmt switch
+    {
+        FlipFormat.BFloat16 => 0,
+        FlipFormat.Float32 => 1,
+        FlipFormat.Float16 => 2,
+        _ => throw new ArgumentOutOfRangeException(nameof(fmt)),
+    };
+
+    /// <summary>Logical threads of one launch: a thread per (group of marks, chunk of tokens).</summary>
+    public readonly long Threads => (OutFeatures * InFeatures + MarkGroup - 1) / MarkGroup * Chunks;
+}
+
 /// <summary>Runs one kernel of flip_kernels.cu over at least the given number of logical threads (grid-stride).</summary>
 public interface IFlipKernelLauncher
 {
-    void Launch(FlipKernel kernel, in FlipKernelArgs args, long threads);
+    void Launch<TArgs>(FlipKernel kernel, in TArgs args, long threads) where TArgs : unmanaged;
 }

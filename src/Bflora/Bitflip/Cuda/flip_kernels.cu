@@ -209,3 +209,89 @@ extern "C" __global__ void bflora_zero_out(FlipArgs a)
         if (a.marks) ((unsigned char*)a.marks)[i] = (unsigned char)dropped;
     }
 }
+
+// ---- The LoRA backward's correction for a dropped weight (LoraFlipFunction.Correct, without an index list) ----
+// The flip's straight-through mask gives a dropped W_f[o, i] no gradient, so what the plain LoRA gradients got
+// through it is taken back: G = sum_m g[m, o] * x_f[m, i], dB[o, :] -= s * G * A[:, i], dA[:, i] -= s * G * B[o, :].
+// Working from the zero-out's marks rather than an index list means the host never waits to learn how many fired.
+
+// Mirrors LoraCorrectionArgs (FlipKernelArgs.cs) field for field.
+struct CorrectArgs
+{
+    u64 marks;              // one byte per element of W [out, in], 1 where the weight flip dropped it
+    u64 g;                  // output gradient [tokens, out], contiguous
+    u64 x;                  // flipped input [tokens, in], contiguous
+    u64 a;                  // LoRA A [rank, in]
+    u64 b;                  // LoRA B [out, rank]
+    u64 grad_a;             // float [rank, in]: the plain dA, corrected in place
+    u64 grad_b;             // float [out, rank]: the plain dB, corrected in place
+    i64 tokens;
+    i64 out_features;
+    i64 in_features;
+    float minus_scaling;    // -s
+    int rank;
+    int format;             // of g, x, A and B: 0 = bf16, 1 = fp32, 2 = fp16
+    int chunk;              // tokens per thread
+    int chunks;             // ceil(tokens / chunk)
+};
+
+#define BFLORA_MARK_GROUP 64
+
+__device__ __forceinline__ float bflora_bits_float(u32 u)
+{
+    union { float f; u32 u; } v;
+    v.u = u;
+    return v.f;
+}
+
+// IEEE half to float, exactly (subnormals are man * 2^-24).
+__device__ __forceinline__ float bflora_half_float(u32 h)
+{
+    u32 sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
+    if (exponent == 0x1Fu) return bflora_bits_float(sign | 0x7F800000u | (man << 13));
+    if (exponent != 0) return bflora_bits_float(sign | ((exponent + 112u) << 23) | (man << 13));
+    float f = (float)man * 5.9604644775390625e-8f;
+    return sign ? -f : f;
+}
+
+__device__ __forceinline__ float bflora_load(u64 base, i64 i, int format)
+{
+    if (format == 1) return ((const float*)base)[i];
+    u32 h = ((const unsigned short*)base)[i];
+    return format == 0 ? bflora_bits_float(h << 16) : bflora_half_float(h);
+}
+
+// Thread t scans the marks of group t / chunks (64 elements, read 8 at a time) and, for each dropped element, adds
+// its share of the correction from tokens [chunk * (t % chunks), +chunk): drops are few, so most threads only scan,
+// and the tokens of one drop are spread over many threads. The shares meet in the gradients by atomic addition.
+extern "C" __global__ void bflora_lora_correct(CorrectArgs a)
+{
+    i64 count = a.out_features * a.in_features;
+    i64 groups = (count + BFLORA_MARK_GROUP - 1) / BFLORA_MARK_GROUP;
+    i64 stride = (i64)blockDim.x * gridDim.x;
+    const unsigned char* marks = (const unsigned char*)a.marks;
+    for (i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x; t < groups * a.chunks; t += stride)
+    {
+        i64 first = t / a.chunks * BFLORA_MARK_GROUP;
+        i64 m0 = t % a.chunks * a.chunk, m1 = m0 + a.chunk < a.tokens ? m0 + a.chunk : a.tokens;
+        for (i64 e0 = first; e0 < first + BFLORA_MARK_GROUP && e0 < count; e0 += 8)
+        {
+            // Marks come from a fresh allocation (aligned), so whole 8-byte words hold 8 marks.
+            if (e0 + 8 <= count && ((const u64*)marks)[e0 / 8] == 0) continue;
+            for (i64 e = e0; e < e0 + 8 && e < count; e++)
+            {
+                if (!marks[e]) continue;
+                i64 o = e / a.in_features, i = e % a.in_features;
+                float dot = 0;
+                for (i64 m = m0; m < m1; m++)
+                    dot += bflora_load(a.g, m * a.out_features + o, a.format) * bflora_load(a.x, m * a.in_features + i, a.format);
+                float sg = dot * a.minus_scaling;
+                for (int j = 0; j < a.rank; j++)
+                {
+                    atomicAdd((float*)a.grad_b + o * a.rank + j, bflora_load(a.a, (i64)j * a.in_features + i, a.format) * sg);
+                    atomicAdd((float*)a.grad_a + (i64)j * a.in_features + i, bflora_load(a.b, o * a.rank + j, a.format) * sg);
+                }
+            }
+        }
+    }
+}

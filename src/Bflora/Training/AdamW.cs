@@ -30,6 +30,53 @@ public sealed class AdamWSlot(string name, Tensor master, Tensor expAvg, Tensor 
 }
 
 /// <summary>
+/// The slots of many parameters over three flat buffers. The optimizer and the clipping see <see cref="Whole"/>, so a
+/// step costs a handful of tensor ops however many parameters there are (a LoRA model has two per Linear, hundreds in
+/// all, and on a GPU each op is a launch); checkpoints see <see cref="Views"/>, one slot per parameter by name.
+/// Elementwise, the update is the same as slot by slot, bit for bit.
+/// </summary>
+public sealed class FlatAdamWSlots : IDisposable
+{
+    readonly long[] _offsets;
+    readonly long[][] _shapes;
+
+    public AdamWSlot Whole { get; }
+    public IReadOnlyList<AdamWSlot> Views { get; }
+
+    /// <param name="parameters">The parameters in order, all on one device; their values start the masters.</param>
+    public FlatAdamWSlots(IReadOnlyList<(string Name, Tensor Initial)> parameters, ScalarType dtype, Device device)
+    {
+        using var noGrad = no_grad();
+        _shapes = parameters.Select(p => p.Initial.shape).ToArray();
+        _offsets = new long[parameters.Count + 1];
+        for (int i = 0; i < parameters.Count; i++) _offsets[i + 1] = _offsets[i] + parameters[i].Initial.numel();
+        var master = parameters.Count == 0 ? zeros(0, dtype, device)
+            : cat(parameters.Select(p => p.Initial.detach().reshape(-1).to(dtype)).ToList());
+        Whole = new AdamWSlot("all", master, zeros_like(master), zeros_like(master));
+        Views = parameters.Select((p, i) => new AdamWSlot(p.Name, Part(Whole.Master, i), Part(Whole.ExpAvg, i),
+            Part(Whole.ExpAvgSq, i))).ToList();
+    }
+
+    /// <summary>Parameter i's part of a flat buffer, in its shape.</summary>
+    public Tensor Part(Tensor flat, int i) => flat.narrow(0, _offsets[i], _offsets[i + 1] - _offsets[i]).view(_shapes[i]);
+
+    /// <summary>The gradients laid out as the buffers are, in dtype (one cast for all); a missing one counts as zeros.</summary>
+    public Tensor Flatten(IReadOnlyList<Tensor?> grads, ScalarType dtype)
+    {
+        if (grads.Count != Views.Count) throw new ArgumentException($"{Views.Count} slots but {grads.Count} gradients");
+        if (grads.Count == 0) return zeros(0, dtype, Whole.Master.device);
+        var parts = grads.Select((g, i) => g?.reshape(-1) ?? zeros(_offsets[i + 1] - _offsets[i], dtype, Whole.Master.device));
+        return cat(parts.ToList()).to(dtype);
+    }
+
+    public void Dispose()
+    {
+        foreach (var view in Views) view.Dispose();
+        Whole.Dispose();
+    }
+}
+
+/// <summary>
 /// torch.optim.AdamW (single-tensor path): decoupled weight decay p ← p·(1 − lr·wd), then the Adam update with bias
 /// correction by the optimizer's own step count. Gradients arrive already reduced and clipped.
 /// </summary>

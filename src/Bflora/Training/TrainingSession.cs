@@ -46,6 +46,9 @@ public sealed class TrainingSession : IDisposable
     public IReadOnlyList<(string Name, Parameter Param)> Trainable { get; }
     public IReadOnlyList<AdamWSlot> Slots { get; }
 
+    /// <summary>The single-process optimizer state that <see cref="Slots"/> are views of; null under FSDP.</summary>
+    private readonly FlatAdamWSlots? _flat;
+
     /// <summary>Optimizer steps completed (the k of the last step).</summary>
     public long CompletedSteps { get; private set; }
 
@@ -71,8 +74,10 @@ public sealed class TrainingSession : IDisposable
         Optimizer = new AdamW(config.Training.WeightDecay);
         Trainable = SelectTrainable(model, FullTraining);
         var dtype = MasterDtype(config.Training.MasterDtype);
-        // Sharded: one slot per unit over this rank's shard of its flat LoRA buffer; else one per parameter, on its device.
-        Slots = fsdp?.Slots ?? Trainable.Select(t => AdamWSlot.From(t.Name, t.Param, dtype)).ToList();
+        // Sharded: one slot per unit over this rank's shard of its flat LoRA buffer; else views of one flat buffer per
+        // state, on the parameters' device, one per parameter.
+        if (fsdp is null) _flat = new FlatAdamWSlots(Trainable.Select(t => (t.Name, (Tensor)t.Param)).ToList(), dtype, device);
+        Slots = fsdp?.Slots ?? _flat!.Views;
     }
 
     /// <summary>The losses the trainer has not logged yet; kept in checkpoints so a resumed run logs the same rows.</summary>
@@ -199,15 +204,15 @@ public sealed class TrainingSession : IDisposable
         bool skipped;
         using (var scope = NewDisposeScope())
         {
-            var dtype = Slots.Count > 0 ? Slots[0].Master.dtype : ScalarType.Float32;
-            var grads = Trainable.Select(t => t.Param.grad is { } g ? g.to(dtype) : zeros_like(t.Param, dtype: dtype)).ToList();
+            var flat = _flat!;
+            var grads = new[] { flat.Flatten(Trainable.Select(t => t.Param.grad).ToList(), flat.Whole.Master.dtype) };
             _sync.AllReduceGradients(grads);
             norm = GradientClipping.ClipInPlace(grads, Config.Training.MaxNorm);
             meanLoss = _sync.MeanOverRanks(lossSum / Layout.Accumulation);
             skipped = !double.IsFinite(meanLoss) || !double.IsFinite(norm);
             if (!skipped)
             {
-                Optimizer.Step(Slots, grads, lr);
+                Optimizer.Step(new[] { flat.Whole }, grads, lr);
                 CopyMastersToParameters();
             }
         }
@@ -309,7 +314,7 @@ public sealed class TrainingSession : IDisposable
             Fsdp.Dispose();
             return;
         }
-        foreach (var slot in Slots) slot.Dispose();
+        _flat!.Dispose();
         Model.Dispose();
     }
 }

@@ -43,4 +43,35 @@ public class AdamWTests
         Assert.True(slot.Master.allclose(reference.detach(), rtol: 0, atol: 1e-6),
             $"max diff {(slot.Master - reference.detach()).abs().max().item<float>()}");
     }
+
+    [Fact]
+    public void Flat_slots_step_bit_for_bit_as_slot_by_slot_and_their_views_are_the_parameters()
+    {
+        using var scope = NewDisposeScope();
+        var gen = new Generator(5);
+        var shapes = new[] { new long[] { 4, 3 }, new long[] { 7 }, new long[] { 2, 5, 2 } };
+        var initial = shapes.Select(s => randn(s, generator: gen).to(ScalarType.BFloat16)).ToList();
+        var names = new[] { "a", "b", "c" };
+        var flat = new FlatAdamWSlots(names.Zip(initial, (n, t) => (n, t)).ToList(), ScalarType.Float32, CPU);
+        var single = names.Zip(initial, (n, t) => AdamWSlot.From(n, t, ScalarType.Float32)).ToList();
+        var (flatOpt, singleOpt) = (new AdamW(0.01), new AdamW(0.01));
+        for (int step = 0; step < 3; step++)
+        {
+            // The second parameter has no gradient in the first step: zeros, as slot by slot.
+            var grads = shapes.Select((s, i) => step == 0 && i == 1 ? null : randn(s, generator: gen).to(ScalarType.BFloat16)).ToList();
+            flatOpt.Step([flat.Whole], [flat.Flatten(grads, ScalarType.Float32)], lr: 0.1);
+            singleOpt.Step(single, grads.Select((g, i) => g ?? zeros(shapes[i])).ToList(), lr: 0.1);
+        }
+        Assert.Equal(names, flat.Views.Select(v => v.Name));
+        for (int i = 0; i < names.Length; i++)
+        {
+            Assert.Equal(shapes[i], flat.Views[i].Master.shape);
+            Assert.Equal(single[i].Master.data<float>().ToArray(), flat.Views[i].Master.data<float>().ToArray());
+            Assert.Equal(single[i].ExpAvgSq.data<float>().ToArray(), flat.Views[i].ExpAvgSq.data<float>().ToArray());
+        }
+        // A view written (a checkpoint restored) is the flat buffer written.
+        flat.Views[2].ExpAvg.fill_(3.0f);
+        Assert.Equal(3.0f, flat.Whole.ExpAvg[-1].item<float>());
+        Assert.Throws<ArgumentException>(() => flat.Flatten([null], ScalarType.Float32));
+    }
 }

@@ -172,7 +172,12 @@ b = results["bflora"]
 if b and "bitflip_vs_copy" in b:
     print(f"\nbflora on the GPU: flip_overhead {cell(b, 'flip_overhead', '{:.3f}')}, copy {cell(b, 'copy_gbps', '{:.0f}')} GB/s, "
           f"bitflip_vs_copy {cell(b, 'bitflip_vs_copy', '{:.2f}')}, bitflip_philox_vs_copy {cell(b, 'bitflip_philox_vs_copy', '{:.2f}')}")
-b = results["bflora"]
+if b and isinstance(b.get("step_queued_s"), (int, float)) and b.get("step_s"):
+    share = b["step_queued_s"] / b["step_s"]
+    print(f"
+bflora's host had queued the step's forward and backward at {b['step_queued_s'] * 1e3:.1f} of "
+          f"{b['step_s'] * 1e3:.1f} ms ({share:.0%}): " + ("host-bound, look at ops per Linear first" if share > 0.8
+          else "the GPU is the limit, look at the kernels first"))
 for stage, what in (("pytorch", "recomputing each block, as the seed"), ("pytorch_keep", "keeping activations, as bflora")):
     p = results[stage]
     if b and p and b.get("tokens_per_s") and p.get("tokens_per_s"):

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Bflora.Training;
 using TorchSharp;
 
 namespace Bflora.Bench;
@@ -15,6 +16,7 @@ public sealed record ThroughputResult(
     [property: JsonPropertyName("non_embedding_params")] long NonEmbeddingParams,
     [property: JsonPropertyName("timed_steps")] int TimedSteps,
     [property: JsonPropertyName("step_s")] double StepSeconds,
+    [property: JsonPropertyName("step_queued_s")] double StepQueuedSeconds,
     [property: JsonPropertyName("tokens_per_s")] double TokensPerSecond,
     [property: JsonPropertyName("peak_tflops")] double PeakTflops,
     [property: JsonPropertyName("peak_source")] string PeakSource,
@@ -49,7 +51,8 @@ public static class DeviceThroughput
             // The flips-on session is measured and released before the flips-off one is built: one model at a time.
             var session = TrainBench.Open(shape, flips: true, scratch, overrides);
             var device = session.Device;
-            double peak, seconds, tokensPerSecond;
+            double peak, tokensPerSecond;
+            StepResult best;
             double? memory;
             long tokens, n = session.Args.NonEmbeddingParams, total = session.Args.TotalParams;
             var t = session.Config.Training;
@@ -60,19 +63,22 @@ public static class DeviceThroughput
                               $"{torch.get_num_threads()} torch threads{(quick ? ", quick" : "")}");
                 peak = peakTflops ?? MeasuredPeakTflops(device, quick);
                 log.WriteLine($"  peak = {peak:G4} TFLOP/s ({(peakTflops is null ? "measured bf16 matmul" : "given")})");
-                (tokens, seconds) = TrainBench.BestStep(session, warmup, steps: timed);
-                tokensPerSecond = tokens / seconds;
+                best = TrainBench.BestStep(session, warmup, steps: timed);
+                tokens = best.Tokens;
+                tokensPerSecond = tokens / best.Seconds;
                 memory = device.type == DeviceType.CUDA
                     ? Bflora.Bitflip.Cuda.CudaDriver.Instance.MemoryInUse(device.index) / (double)(1L << 30) : null;
             }
             double offSeconds;
             using (var off = TrainBench.Open(shape, flips: false, scratch, overrides))
                 offSeconds = TrainBench.BestStep(off, warmup, steps: timed).Seconds;
-            log.WriteLine($"  step {seconds * 1e3:F1} ms with flips, {offSeconds * 1e3:F1} ms without");
+            double seconds = best.Seconds;
+            log.WriteLine($"  step {seconds * 1e3:F1} ms with flips (forward and backward queued at {best.QueuedSeconds * 1e3:F1} ms), " +
+                          $"{offSeconds * 1e3:F1} ms without");
             // The seed's flips on one large bf16 tensor: 128 Mi elements on a GPU, where smaller ones time launches.
             var flips = KernelBench.FlipVsCopy(quick ? 1L << 20 : 128L << 20, quick ? 2 : 10, device);
             return new ThroughputResult(device.ToString(), shape.Name, t.SeqLen, t.LocalBatchSize, r, total, n, timed,
-                seconds, tokensPerSecond, peak, peakTflops is null ? "measured" : "given",
+                seconds, best.QueuedSeconds, tokensPerSecond, peak, peakTflops is null ? "measured" : "given",
                 TrainBench.Mfu(n, tokensPerSecond, peak * 1e12), tokens / offSeconds, seconds / offSeconds - 1,
                 flips.CopyGbps, flips.CopySeconds / flips.FastSeconds, flips.CopySeconds / flips.PhiloxSeconds, memory);
         }

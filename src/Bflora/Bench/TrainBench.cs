@@ -132,23 +132,21 @@ public static class TrainBench
     /// </summary>
     public static double TokensPerSecond(TrainingSession session, int warmup, int steps)
     {
-        var (tokens, seconds) = BestStep(session, warmup, steps);
-        return tokens / seconds;
+        var best = BestStep(session, warmup, steps);
+        return best.Tokens / best.Seconds;
     }
 
-    /// <summary>The global tokens of one step and the seconds of the best of <paramref name="steps"/> after the warm-up.</summary>
-    public static (long Tokens, double Seconds) BestStep(TrainingSession session, int warmup, int steps)
+    /// <summary>The fastest of <paramref name="steps"/> steps after the warm-up.</summary>
+    public static StepResult BestStep(TrainingSession session, int warmup, int steps)
     {
         for (int i = 0; i < warmup; i++) session.Step(Schedule);
-        double best = double.MaxValue;
-        long tokens = 0;
+        StepResult? best = null;
         for (int i = 0; i < steps; i++)
         {
             var step = session.Step(Schedule);
-            tokens = step.Tokens;
-            best = Math.Min(best, step.Seconds);
+            if (best is null || step.Seconds < best.Seconds) best = step;
         }
-        return (tokens, best);
+        return best ?? throw new ArgumentException("at least one timed step is needed", nameof(steps));
     }
 
     /// <summary>

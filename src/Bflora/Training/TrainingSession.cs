@@ -14,7 +14,12 @@ using static TorchSharp.torch;
 namespace Bflora.Training;
 
 /// <summary>What one optimizer step did; <paramref name="Skipped"/>: its loss or gradient was not finite, so no update was applied.</summary>
-public sealed record StepResult(long Step, double Loss, double Lr, double GradNorm, long Tokens, double Seconds, bool Skipped = false);
+/// <param name="QueuedSeconds">
+/// When the host had queued the last backward of the step, from the step's start: on a GPU, near Seconds when the host
+/// is what limits the step, well under it when the device is.
+/// </param>
+public sealed record StepResult(long Step, double Loss, double Lr, double GradNorm, long Tokens, double Seconds,
+    bool Skipped = false, double QueuedSeconds = 0);
 
 /// <summary>
 /// Everything one training run holds: the converted model, its trainable parameters with their master copies and
@@ -187,8 +192,9 @@ public sealed class TrainingSession : IDisposable
         long k = CompletedSteps + 1;
         var globalBatch = Batches.ReadGlobalBatch(_reader, Layout);
         foreach (var (_, p) in Trainable) p.grad = null;
-        double lossSum = 0;
         double divisor = Layout.Accumulation * Layout.World;
+        // The losses are read once every micro-batch is queued: a read waits for the device.
+        var losses = new List<Tensor>();
         for (int micro = 0; micro < Layout.Accumulation; micro++)
         {
             using var scope = NewDisposeScope();
@@ -196,7 +202,14 @@ public sealed class TrainingSession : IDisposable
             var logits = Model.call(inputs);
             var loss = TrainLoss.CrossEntropy(logits, labels);
             loss.div(divisor).backward();
+            losses.Add(loss.detach().MoveToOuterDisposeScope());
+        }
+        double queued = clock.Elapsed.TotalSeconds;
+        double lossSum = 0;
+        foreach (var loss in losses)
+        {
             lossSum += loss.item<float>();
+            loss.Dispose();
         }
 
         double lr = schedule.LrAt(k);
@@ -222,7 +235,7 @@ public sealed class TrainingSession : IDisposable
         long tokens = (long)Layout.GlobalBatch * Config.Training.SeqLen;
         // The optimizer's kernels may still be queued on a GPU; the step's time includes them.
         ComputeDevice.Synchronize(Device);
-        return new StepResult(k, meanLoss, lr, norm, tokens, clock.Elapsed.TotalSeconds, skipped);
+        return new StepResult(k, meanLoss, lr, norm, tokens, clock.Elapsed.TotalSeconds, skipped, queued);
     }
 
     /// <summary>

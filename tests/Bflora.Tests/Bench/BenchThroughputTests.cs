@@ -31,6 +31,9 @@ public class BenchThroughputTests
             double step = json.GetProperty("step_s").GetDouble(), rate = json.GetProperty("tokens_per_s").GetDouble();
             Assert.True(step > 0);
             Assert.Equal(3 * 32 / step, rate, 6);
+            // The CPU computes as it queues: the backward is done before the step's loss read and update.
+            double queued = json.GetProperty("step_queued_s").GetDouble();
+            Assert.InRange(queued, step / 4, step);
             long n = json.GetProperty("non_embedding_params").GetInt64();
             Assert.Equal(Flavors.Get("debug").NonEmbeddingParams, n);
             Assert.Equal(6.0 * n * rate / 0.5e12, json.GetProperty("mfu").GetDouble(), 12);

@@ -32,35 +32,41 @@ public static class Rope
         return freqs;
     }
 
-    /// <summary>cos and sin tables [seqLen, headDim/2] in fp32, computed in fp64 for accuracy at long positions.</summary>
+    /// <summary>
+    /// The tables <see cref="Apply"/> reads, [seqLen, headDim] in fp32, computed in fp64 for accuracy at long positions:
+    /// each pair's angle twice in cos, and in sin with the sign that the pair's first half takes, (−sin, +sin).
+    /// </summary>
     public static (Tensor Cos, Tensor Sin) Tables(int seqLen, int headDim, double theta, RopeScaling? scaling)
     {
         var freqs = Frequencies(headDim, theta, scaling);
         int half = freqs.Length;
-        var cos = new float[seqLen * half];
-        var sin = new float[seqLen * half];
+        var cos = new float[seqLen * 2 * half];
+        var sin = new float[seqLen * 2 * half];
         for (int t = 0; t < seqLen; t++)
         for (int j = 0; j < half; j++)
         {
             double angle = t * freqs[j];
-            cos[t * half + j] = (float)Math.Cos(angle);
-            sin[t * half + j] = (float)Math.Sin(angle);
+            int at = (t * half + j) * 2;
+            cos[at] = cos[at + 1] = (float)Math.Cos(angle);
+            sin[at + 1] = (float)Math.Sin(angle);
+            sin[at] = -sin[at + 1];
         }
-        return (tensor(cos, new long[] { seqLen, half }), tensor(sin, new long[] { seqLen, half }));
+        return (tensor(cos, new long[] { seqLen, 2 * half }), tensor(sin, new long[] { seqLen, 2 * half }));
     }
 
-    /// <summary>Rotates x [B, S, H, D] (any float dtype) by the tables' first S rows; arithmetic in fp32.</summary>
+    /// <summary>
+    /// Rotates x [B, S, H, D] (any float dtype) by the tables' first S rows, in fp32: x·cos + swap(x)·sin, where swap
+    /// exchanges the two halves of each pair. With the sign in the sin table that is the complex product
+    /// (re·c − im·s, im·c + re·s) rounding for rounding, in three arithmetic kernels instead of six and a stack.
+    /// </summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], s = x.shape[1], h = x.shape[2], d = x.shape[3];
-        var pairs = x.to(ScalarType.Float32).reshape(b, s, h, d / 2, 2);
-        var re = pairs.select(-1, 0);
-        var im = pairs.select(-1, 1);
-        var c = cos.narrow(0, 0, s).to(x.device).view(1, s, 1, d / 2);
-        var sn = sin.narrow(0, 0, s).to(x.device).view(1, s, 1, d / 2);
-        var outRe = re * c - im * sn;
-        var outIm = re * sn + im * c;
-        return stack(new[] { outRe, outIm }, -1).reshape(b, s, h, d).to(x.dtype).MoveToOuterDisposeScope();
+        var x32 = x.to(ScalarType.Float32);
+        var swapped = x32.reshape(b, s, h, d / 2, 2).flip(-1).view(b, s, h, d);
+        var c = cos.narrow(0, 0, s).view(1, s, 1, d);
+        var sn = sin.narrow(0, 0, s).view(1, s, 1, d);
+        return (x32 * c + swapped * sn).to(x.dtype).MoveToOuterDisposeScope();
     }
 }

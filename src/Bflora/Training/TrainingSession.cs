@@ -54,6 +54,12 @@ public sealed class TrainingSession : IDisposable
     /// <summary>The single-process optimizer state that <see cref="Slots"/> are views of; null under FSDP.</summary>
     private readonly FlatAdamWSlots? _flat;
 
+    /// <summary>
+    /// The trainable parameters' storage when they share one dtype (they are views of it, laid out as the masters), so
+    /// rounding the masters into them is one copy; null under FSDP or with mixed dtypes (a copy per parameter).
+    /// </summary>
+    private readonly Tensor? _flatParams;
+
     /// <summary>Optimizer steps completed (the k of the last step).</summary>
     public long CompletedSteps { get; private set; }
 
@@ -81,7 +87,11 @@ public sealed class TrainingSession : IDisposable
         var dtype = MasterDtype(config.Training.MasterDtype);
         // Sharded: one slot per unit over this rank's shard of its flat LoRA buffer; else views of one flat buffer per
         // state, on the parameters' device, one per parameter.
-        if (fsdp is null) _flat = new FlatAdamWSlots(Trainable.Select(t => (t.Name, (Tensor)t.Param)).ToList(), dtype, device);
+        if (fsdp is null)
+        {
+            _flat = new FlatAdamWSlots(Trainable.Select(t => (t.Name, (Tensor)t.Param)).ToList(), dtype, device);
+            _flatParams = BindToOneBuffer(Trainable, _flat);
+        }
         Slots = fsdp?.Slots ?? _flat!.Views;
     }
 
@@ -283,6 +293,11 @@ public sealed class TrainingSession : IDisposable
             return;
         }
         using var noGrad = no_grad();
+        if (_flatParams is not null)
+        {
+            _flatParams.copy_(_flat!.Whole.Master);
+            return;
+        }
         for (int i = 0; i < Slots.Count; i++) Trainable[i].Param.copy_(Slots[i].Master);
     }
 
@@ -314,6 +329,20 @@ public sealed class TrainingSession : IDisposable
         _reader = OpenReader(state.DataCursor);
     }
 
+    /// <summary>Moves the parameters' values into one buffer and makes each parameter a view of its part.</summary>
+    private static Tensor? BindToOneBuffer(IReadOnlyList<(string Name, Parameter Param)> trainable, FlatAdamWSlots layout)
+    {
+        if (trainable.Count == 0 || trainable.Any(t => t.Param.dtype != trainable[0].Param.dtype)) return null;
+        using var noGrad = no_grad();
+        var flat = cat(trainable.Select(t => t.Param.detach().reshape(-1)).ToList());
+        for (int i = 0; i < trainable.Count; i++)
+        {
+            using var part = layout.Part(flat, i);
+            trainable[i].Param.set_(part);
+        }
+        return flat;
+    }
+
     private WindowReader OpenReader(WindowCursor? from) =>
         _split is not null
             ? _split.OpenTrain(_source, Tokenizer, Config.Training.SeqLen, from)
@@ -328,6 +357,7 @@ public sealed class TrainingSession : IDisposable
             return;
         }
         _flat!.Dispose();
+        _flatParams?.Dispose();
         Model.Dispose();
     }
 }

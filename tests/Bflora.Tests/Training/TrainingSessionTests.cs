@@ -1,3 +1,4 @@
+using Bflora.Bitflip;
 using Bflora.Training;
 using TorchSharp;
 using Xunit;
@@ -78,6 +79,24 @@ public class TrainingSessionTests
         Assert.All(session.Slots, s => Assert.Equal(ScalarType.BFloat16, s.Master.dtype));
         foreach (var ((name, p), slot) in session.Trainable.Zip(session.Slots))
             Assert.True(TrainingKit.Same(p.detach(), slot.Master), name);
+        Assert.False(session.Converted.Layers.All(l => l.Layer.LoraB!.count_nonzero().item<long>() == 0));
+    }
+
+    [Fact]
+    public void Fp32_masters_are_rounded_into_the_parameters_which_share_one_buffer()
+    {
+        using var session = TrainingSession.Open(TrainingKit.Config("lora", steps: 2));
+        var schedule = new LrSchedule(1e-2, 0, 2);
+        session.Step(schedule);
+        session.Step(schedule);
+        foreach (var ((name, p), slot) in session.Trainable.Zip(session.Slots))
+        {
+            Assert.Equal(ScalarType.Float32, slot.Master.dtype);
+            Assert.True(TrainingKit.Same(p.detach(), slot.Master.to(p.dtype)), name);
+        }
+        // One storage, laid out as the masters: each parameter starts where the previous one ends.
+        var (first, second) = (session.Trainable[0].Param, session.Trainable[1].Param);
+        Assert.Equal(TensorBits.Address(first) + (ulong)(first.numel() * first.element_size()), TensorBits.Address(second));
         Assert.False(session.Converted.Layers.All(l => l.Layer.LoraB!.count_nonzero().item<long>() == 0));
     }
 

@@ -104,6 +104,20 @@ public static class FlipSelfTest
     static uint[] Words(Tensor t) => TensorBits.ReadWords(t.cpu());
 
     /// <summary>
+    /// What the LoRA drop correction takes from dA [r, in] and dB [out, r], by plain fp32 matmuls on the CPU: the
+    /// dropped positions' (flat indices) part of gᵀx_f, projected onto B and A and scaled by −s.
+    /// </summary>
+    internal static (Tensor FixA, Tensor FixB) LoraCorrectionByHand(Tensor g, Tensor x2, Tensor a, Tensor b, Tensor dropped,
+        double s)
+    {
+        long outFeatures = b.shape[0], inFeatures = a.shape[1];
+        var full = g.@float().t().matmul(x2.@float());
+        var atDrops = torch.zeros(outFeatures * inFeatures).index_copy_(0, dropped, full.view(-1).index_select(0, dropped))
+            .view(outFeatures, inFeatures);
+        return (b.@float().t().matmul(atDrops).mul_(-s), atDrops.matmul(a.@float().t()).mul_(-s));
+    }
+
+    /// <summary>
     /// The device's LoRA drop correction (from marks) against fp32 matmuls on the CPU, relative to the correction's
     /// size: 2,000 tokens (31 whole chunks and a remainder), a 300 × 200 weight with 600 drops, rank 8.
     /// </summary>
@@ -116,11 +130,7 @@ public static class FlipSelfTest
         var (g, x2, a, b) = (Rand(tokens, outFeatures), Rand(tokens, inFeatures), Rand(rank, inFeatures), Rand(outFeatures, rank));
         var dropped = torch.randperm(outFeatures * inFeatures, generator: gen).narrow(0, 0, 600);
         var marks = torch.zeros(outFeatures * inFeatures, ScalarType.Bool).index_fill_(0, dropped, true).view(outFeatures, inFeatures);
-        var full = g.@float().t().matmul(x2.@float());
-        var atDrops = torch.zeros(outFeatures * inFeatures).index_copy_(0, dropped, full.view(-1).index_select(0, dropped))
-            .view(outFeatures, inFeatures);
-        var expectedA = b.@float().t().matmul(atDrops).mul_(-s);
-        var expectedB = atDrops.matmul(a.@float().t()).mul_(-s);
+        var (expectedA, expectedB) = LoraCorrectionByHand(g, x2, a, b, dropped, s);
         var gradA = torch.zeros(rank, inFeatures, device: device);
         var gradB = torch.zeros(outFeatures, rank, device: device);
         DeviceFlip.CorrectDroppedLoraGradients(gradA, gradB, g.to(device), x2.to(device), a.to(device), b.to(device),

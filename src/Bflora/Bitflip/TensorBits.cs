@@ -15,7 +15,7 @@ public static unsafe class TensorBits
     public static void* Pointer(Tensor t)
     {
         if (t.device_type != DeviceType.CPU) throw new ArgumentException("bitflip kernels run on CPU tensors");
-        return (void*)THSTensor_data(t.Handle);
+        return (void*)Address(t);
     }
 
     /// <summary>Address of the first element on the tensor's own device (a device pointer for CUDA tensors).</summary>

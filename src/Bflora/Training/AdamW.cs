@@ -60,12 +60,13 @@ public sealed class FlatAdamWSlots : IDisposable
     /// <summary>Parameter i's part of a flat buffer, in its shape.</summary>
     public Tensor Part(Tensor flat, int i) => flat.narrow(0, _offsets[i], _offsets[i + 1] - _offsets[i]).view(_shapes[i]);
 
-    /// <summary>The gradients laid out as the buffers are, in dtype (one cast for all); a missing one counts as zeros.</summary>
-    public Tensor Flatten(IReadOnlyList<Tensor?> grads, ScalarType dtype)
+    /// <summary>The gradients laid out as the buffers are, in the masters' dtype (one cast for all); a missing one counts as zeros.</summary>
+    public Tensor Flatten(IReadOnlyList<Tensor?> grads)
     {
         if (grads.Count != Views.Count) throw new ArgumentException($"{Views.Count} slots but {grads.Count} gradients");
-        if (grads.Count == 0) return zeros(0, dtype, Whole.Master.device);
-        var parts = grads.Select((g, i) => g?.reshape(-1) ?? zeros(_offsets[i + 1] - _offsets[i], dtype, Whole.Master.device));
+        var (dtype, device) = (Whole.Master.dtype, Whole.Master.device);
+        if (grads.Count == 0) return zeros(0, dtype, device);
+        var parts = grads.Select((g, i) => g?.reshape(-1) ?? zeros(_offsets[i + 1] - _offsets[i], dtype, device));
         return cat(parts.ToList()).to(dtype);
     }
 

@@ -55,8 +55,8 @@ public sealed class TrainingSession : IDisposable
     private readonly FlatAdamWSlots? _flat;
 
     /// <summary>
-    /// The trainable parameters' storage when they share one dtype (they are views of it, laid out as the masters), so
-    /// rounding the masters into them is one copy; null under FSDP or with mixed dtypes (a copy per parameter).
+    /// The trainable parameters' storage (they are views of it, laid out as the masters), so rounding the masters into
+    /// them is one copy; null under FSDP.
     /// </summary>
     private readonly Tensor? _flatParams;
 
@@ -228,7 +228,7 @@ public sealed class TrainingSession : IDisposable
         using (var scope = NewDisposeScope())
         {
             var flat = _flat!;
-            var grads = new[] { flat.Flatten(Trainable.Select(t => t.Param.grad).ToList(), flat.Whole.Master.dtype) };
+            var grads = new[] { flat.Flatten(Trainable.Select(t => t.Param.grad).ToList()) };
             _sync.AllReduceGradients(grads);
             norm = GradientClipping.ClipInPlace(grads, Config.Training.MaxNorm);
             meanLoss = _sync.MeanOverRanks(lossSum / Layout.Accumulation);
@@ -293,12 +293,7 @@ public sealed class TrainingSession : IDisposable
             return;
         }
         using var noGrad = no_grad();
-        if (_flatParams is not null)
-        {
-            _flatParams.copy_(_flat!.Whole.Master);
-            return;
-        }
-        for (int i = 0; i < Slots.Count; i++) Trainable[i].Param.copy_(Slots[i].Master);
+        _flatParams?.copy_(_flat!.Whole.Master);
     }
 
     /// <summary>Puts the session where a checkpoint left it: masters, moments, step counts, data cursor, flip step.</summary>
@@ -332,7 +327,11 @@ public sealed class TrainingSession : IDisposable
     /// <summary>Moves the parameters' values into one buffer and makes each parameter a view of its part.</summary>
     private static Tensor? BindToOneBuffer(IReadOnlyList<(string Name, Parameter Param)> trainable, FlatAdamWSlots layout)
     {
-        if (trainable.Count == 0 || trainable.Any(t => t.Param.dtype != trainable[0].Param.dtype)) return null;
+        if (trainable.Count == 0) return null;
+        // The model is built in one dtype and its adapters take their weight's, so one buffer holds them all.
+        var dtype = trainable[0].Param.dtype;
+        foreach (var (name, p) in trainable)
+            if (p.dtype != dtype) throw new InvalidOperationException($"trainable parameter '{name}' is {p.dtype}, the others {dtype}");
         using var noGrad = no_grad();
         var flat = cat(trainable.Select(t => t.Param.detach().reshape(-1)).ToList());
         for (int i = 0; i < trainable.Count; i++)

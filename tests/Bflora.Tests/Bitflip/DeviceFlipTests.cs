@@ -163,23 +163,15 @@ public class DeviceFlipLayerTests
     {
         var settings = Noisy with { Rng = rng };
         var cpu = Run(settings, reference);
-        BitFlip.HostKernels = EmulatedFlipLauncher.Instance;
-        try
-        {
-            int before = EmulatedFlipLauncher.Instance.Launches.Sum();
-            var device = Run(settings, reference);
-            Assert.True(EmulatedFlipLauncher.Instance.Launches.Sum() > before);
-            Assert.Equal(cpu.Out, device.Out);
-            Assert.Equal(cpu.GradX, device.GradX);
-            // On the device path the fused function's drop correction sums in the kernel's order.
-            WithinBf16Rounding(cpu.GradA, device.GradA, exact: reference);
-            WithinBf16Rounding(cpu.GradB, device.GradB, exact: reference);
-            Assert.Equal(cpu.Eval, device.Eval);
-        }
-        finally
-        {
-            BitFlip.HostKernels = null;
-        }
+        int before = EmulatedFlipLauncher.Instance.Launches.Sum();
+        var device = EmulatedFlipLauncher.OnDevicePath(() => Run(settings, reference));
+        Assert.True(EmulatedFlipLauncher.Instance.Launches.Sum() > before);
+        Assert.Equal(cpu.Out, device.Out);
+        Assert.Equal(cpu.GradX, device.GradX);
+        // On the device path the fused function's drop correction sums in the kernel's order.
+        WithinBf16Rounding(cpu.GradA, device.GradA, exact: reference);
+        WithinBf16Rounding(cpu.GradB, device.GradB, exact: reference);
+        Assert.Equal(cpu.Eval, device.Eval);
         Assert.Contains(cpu.GradX, g => g == 0);
     }
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
+using Bflora.Bitflip;
 using Bflora.Bitflip.Cuda;
 
 namespace Bflora.Tests.Bitflip;
@@ -47,6 +48,20 @@ internal sealed unsafe class EmulatedFlipLauncher : IFlipKernelLauncher
     static readonly Lazy<EmulatedFlipLauncher> s_instance = new(() => new EmulatedFlipLauncher());
 
     public static EmulatedFlipLauncher Instance => s_instance.Value;
+
+    /// <summary>Runs <paramref name="run"/> with this thread's CPU tensors on the device path, through these kernels.</summary>
+    public static T OnDevicePath<T>(Func<T> run)
+    {
+        BitFlip.HostKernels = Instance;
+        try
+        {
+            return run();
+        }
+        finally
+        {
+            BitFlip.HostKernels = null;
+        }
+    }
 
     readonly delegate* unmanaged<int, void*, uint, uint, void> _emulate;
 

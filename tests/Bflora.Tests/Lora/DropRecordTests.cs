@@ -15,13 +15,6 @@ public class DropRecordTests
     const long In = 70, Out = 90;
     const int R = 5;
 
-    static T OnDevicePath<T>(Func<T> run)
-    {
-        BitFlip.HostKernels = EmulatedFlipLauncher.Instance;
-        try { return run(); }
-        finally { BitFlip.HostKernels = null; }
-    }
-
     [Theory]
     [InlineData(FlipRng.Fast)]
     [InlineData(FlipRng.Philox)]
@@ -37,7 +30,7 @@ public class DropRecordTests
         var cpuFlipped = empty_like(x);
         var indices = BitFlip.FlipIntoWithDropRecord(x, cpuFlipped, op)!;
         var deviceFlipped = empty_like(x);
-        var marks = OnDevicePath(() => BitFlip.FlipIntoWithDropRecord(x, deviceFlipped, op))!;
+        var marks = EmulatedFlipLauncher.OnDevicePath(() => BitFlip.FlipIntoWithDropRecord(x, deviceFlipped, op))!;
 
         Assert.Equal(ScalarType.Int64, indices.dtype);
         Assert.Equal(ScalarType.Bool, marks.dtype);
@@ -71,12 +64,9 @@ public class DropRecordTests
         var marks = zeros(Out * In, ScalarType.Bool).index_fill_(0, dropped, true).view(Out, In);
         const double s = 1.75;
 
-        var full = g.to(ScalarType.Float32).t().matmul(x2.to(ScalarType.Float32));
-        var atDrops = zeros(Out * In).index_copy_(0, dropped, full.view(-1).index_select(0, dropped)).view(Out, In);
-        var fixA = -s * b.to(ScalarType.Float32).t().matmul(atDrops);
-        var fixB = -s * atDrops.matmul(a.to(ScalarType.Float32).t());
+        var (fixA, fixB) = FlipSelfTest.LoraCorrectionByHand(g, x2, a, b, dropped, s);
 
-        var (newA, newB) = OnDevicePath(() => LoraFlipFunction.Correct(gradA, gradB, g, x2, a, b, marks, s));
+        var (newA, newB) = EmulatedFlipLauncher.OnDevicePath(() => LoraFlipFunction.Correct(gradA, gradB, g, x2, a, b, marks, s));
         Assert.Equal(ScalarType.Float32, newA.dtype);
         AssertClose(fixA, newA - gradA, "dA");
         AssertClose(fixB, newB - gradB, "dB");
@@ -95,7 +85,7 @@ public class DropRecordTests
         var (g, x2) = (randn(new[] { 20L, Out }, generator: gen), randn(new[] { 20L, In }, generator: gen));
         var (a, b) = (randn(new[] { (long)R, In }, generator: gen), randn(new[] { Out, (long)R }, generator: gen));
         var (gradA, gradB) = (randn(new[] { (long)R, In }, generator: gen), randn(new[] { Out, (long)R }, generator: gen));
-        var (newA, newB) = OnDevicePath(() =>
+        var (newA, newB) = EmulatedFlipLauncher.OnDevicePath(() =>
             LoraFlipFunction.Correct(gradA, gradB, g, x2, a, b, zeros(new[] { Out, In }, ScalarType.Bool), 2.0));
         Assert.Equal(TensorBits.ReadWords(gradA), TensorBits.ReadWords(newA));
         Assert.Equal(TensorBits.ReadWords(gradB), TensorBits.ReadWords(newB));
@@ -105,7 +95,7 @@ public class DropRecordTests
     public void The_gpu_self_test_passes_through_the_emulated_kernels_and_checks_the_correction()
     {
         var log = new StringWriter();
-        Assert.True(OnDevicePath(() => FlipSelfTest.Run(CPU, log)), log.ToString());
+        Assert.True(EmulatedFlipLauncher.OnDevicePath(() => FlipSelfTest.Run(CPU, log)), log.ToString());
         Assert.Contains("PASS lora_drop_correction", log.ToString());
         Assert.Contains("PASS drop_record_gradient Fast", log.ToString());
     }

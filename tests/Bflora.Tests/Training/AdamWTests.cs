@@ -59,7 +59,7 @@ public class AdamWTests
         {
             // The second parameter has no gradient in the first step: zeros, as slot by slot.
             var grads = shapes.Select((s, i) => step == 0 && i == 1 ? null : randn(s, generator: gen).to(ScalarType.BFloat16)).ToList();
-            flatOpt.Step([flat.Whole], [flat.Flatten(grads, ScalarType.Float32)], lr: 0.1);
+            flatOpt.Step([flat.Whole], [flat.Flatten(grads)], lr: 0.1);
             singleOpt.Step(single, grads.Select((g, i) => g ?? zeros(shapes[i])).ToList(), lr: 0.1);
         }
         Assert.Equal(names, flat.Views.Select(v => v.Name));
@@ -72,6 +72,6 @@ public class AdamWTests
         // A view written (a checkpoint restored) is the flat buffer written.
         flat.Views[2].ExpAvg.fill_(3.0f);
         Assert.Equal(3.0f, flat.Whole.ExpAvg[-1].item<float>());
-        Assert.Throws<ArgumentException>(() => flat.Flatten([null], ScalarType.Float32));
+        Assert.Throws<ArgumentException>(() => flat.Flatten([null]));
     }
 }

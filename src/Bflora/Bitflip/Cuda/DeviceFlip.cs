@@ -74,11 +74,12 @@ public static class DeviceFlip
     {
         if (gradA.dtype != ScalarType.Float32 || gradB.dtype != ScalarType.Float32 || !gradA.is_contiguous() || !gradB.is_contiguous())
             throw new ArgumentException("the corrected LoRA gradients must be contiguous float32");
+        long tokens = g.shape[0];
+        if (tokens == 0 || loraA.shape[0] == 0) return;
         using var gd = g.contiguous();
         using var xd = x2.contiguous();
         using var ad = loraA.contiguous();
         using var bd = loraB.contiguous();
-        long tokens = gd.shape[0];
         int chunks = (int)((tokens + LoraCorrectionArgs.TokensPerThread - 1) / LoraCorrectionArgs.TokensPerThread);
         var args = new LoraCorrectionArgs
         {
@@ -89,7 +90,6 @@ public static class DeviceFlip
             MinusScaling = (float)-scaling, Rank = (int)ad.shape[0], Format = LoraCorrectionArgs.FormatOf(FlipFormats.Of(gd.dtype)),
             Chunk = LoraCorrectionArgs.TokensPerThread, Chunks = chunks,
         };
-        if (tokens == 0 || args.Rank == 0) return;
         launcher.Launch(FlipKernel.LoraCorrection, args, args.Threads);
     }
 
@@ -99,8 +99,7 @@ public static class DeviceFlip
     {
         if (op.ZeroOutT is null) return grad.clone();
         using var flipped = torch.empty(x.shape, x.dtype, device: x.device);
-        using var marks = Marks(flipped);
-        FlipInto(x, flipped, op, indexOffset, launcher, marks);
+        using var marks = FlipIntoMarkingDropped(x, flipped, op, indexOffset, launcher)!;
         return grad.masked_fill(marks, 0);
     }
 

@@ -41,13 +41,21 @@ public sealed class MagnitudeHistogram
     /// <summary>The value of a bin as a float (exact: every bf16 value is a float).</summary>
     public static float ValueOf(ushort bin) => BitConverter.Int32BitsToSingle(bin << 16);
 
-    /// <summary>Counts every element of <paramref name="t"/>; a dtype other than bf16 is rounded to bf16 first.</summary>
+    /// <summary>
+    /// Counts every element of <paramref name="t"/>; a dtype other than bf16 is rounded to bf16 first. A tensor on an
+    /// accelerator is counted there (<see cref="DeviceBinCounts"/>) and only its 32768 counts are read back.
+    /// </summary>
     /// <returns>The largest bin seen in this tensor (0 for an empty one), for per-layer maxima.</returns>
     public unsafe ushort AddTensor(Tensor t)
     {
+        if (t.device_type != TorchSharp.DeviceType.CPU)
+        {
+            using var counts = new DeviceBinCounts(t.device);
+            counts.Add(t);
+            return counts.MoveInto(this);
+        }
         using var scope = NewDisposeScope();
-        // Counting reads raw host memory, so a tensor on an accelerator is copied to the CPU first.
-        var words = (t.dtype == ScalarType.BFloat16 ? t : t.to(ScalarType.BFloat16)).cpu().contiguous();
+        var words = AsBf16(t).contiguous();
         long n = words.numel();
         if (n == 0) return 0;
         ushort* p = (ushort*)TensorBits.Pointer(words);
@@ -75,11 +83,25 @@ public sealed class MagnitudeHistogram
     }
 
     /// <summary>Adds another histogram's counts (another thread's, layer's or rank's).</summary>
-    public void Add(MagnitudeHistogram other)
+    public void Add(MagnitudeHistogram other) => Add(other._counts);
+
+    /// <summary>Adds counts per bin (<see cref="Bins"/> of them); returns the largest bin with a count (0 if none).</summary>
+    public ushort Add(ReadOnlySpan<long> counts)
     {
-        for (int i = 0; i < Bins; i++) _counts[i] += other._counts[i];
-        Count += other.Count;
+        if (counts.Length != Bins) throw new ArgumentException($"a histogram has {Bins} bins, not {counts.Length}");
+        int max = 0;
+        for (int i = 0; i < Bins; i++)
+        {
+            if (counts[i] == 0) continue;
+            _counts[i] += counts[i];
+            Count += counts[i];
+            max = i;
+        }
+        return (ushort)max;
     }
+
+    /// <summary>t as bf16, the format the bins are made of.</summary>
+    internal static Tensor AsBf16(Tensor t) => t.dtype == ScalarType.BFloat16 ? t : t.to(ScalarType.BFloat16);
 
     /// <summary>The largest magnitude counted (NaN as 0, Inf as 2^40).</summary>
     public float Max

@@ -67,6 +67,33 @@ public sealed class ProfilerTests
     }
 
     [Fact]
+    public void InputsCountedAsOnADeviceGiveTheSameProfile()
+    {
+        using var model = DebugModel();
+        (IReadOnlyList<LayerMaxima> Layers, MagnitudeHistogram Activations) Profile(bool onDevice)
+        {
+            Profiler.CountCpuInputsAsOnDevice = onDevice;
+            try
+            {
+                using var profiler = Profiler.Attach(model, Config.Bitflip.SkipPatterns);
+                Evaluate(model, 4);
+                return (profiler.Layers, profiler.Activations);
+            }
+            finally
+            {
+                Profiler.CountCpuInputsAsOnDevice = false;
+            }
+        }
+
+        var (loopLayers, loop) = Profile(onDevice: false);
+        var (deviceLayers, device) = Profile(onDevice: true);
+        Assert.Equal(loopLayers, deviceLayers);
+        Assert.Equal(loop.Count, device.Count);
+        for (int bin = 0; bin < MagnitudeHistogram.Bins; bin++)
+            Assert.Equal(loop.CountOf((ushort)bin), device.CountOf((ushort)bin));
+    }
+
+    [Fact]
     public void SkipPatternsThatLeaveNothingAreOneClearError()
     {
         using var model = DebugModel();

@@ -29,7 +29,9 @@ public static class Evaluator
         using var noGrad = no_grad();
         bool wasTraining = model.training;
         model.eval();
-        double lossSum = 0;
+        // The sum stays on the model's device until the end: a read per batch would make the host wait for each
+        // batch before queueing the next. Double additions in the same order give the same sum wherever they run.
+        Tensor? lossSum = null;
         long tokens = 0;
         int sequences = 0;
         var batch = new List<int[]>(batchSize);
@@ -44,7 +46,8 @@ public static class Evaluator
             throw new BfloraInputException($"the data is shorter than one window of seq_len {windows.SeqLen} + 1 tokens");
         if (sequences < numSamples)
             warn?.Invoke($"asked for {numSamples} samples but the data holds only {sequences} windows; evaluated all of them");
-        double loss = lossSum / tokens;
+        double loss = lossSum!.item<double>() / tokens;
+        lossSum.Dispose();
         return new EvalResult(mode, sequences, tokens, loss, Math.Exp(loss));
 
         void Flush()
@@ -55,7 +58,9 @@ public static class Evaluator
             var logits = model.call(inputs).to(ScalarType.Float32);
             var ce = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), labels.view(-1),
                 reduction: nn.Reduction.Sum);
-            lossSum += ce.to(ScalarType.Float64).item<double>();
+            var sum = ce.to(ScalarType.Float64);
+            if (lossSum is null) lossSum = sum.DetachFromDisposeScope();
+            else lossSum.add_(sum);
             tokens += labels.numel();
             sequences += batch.Count;
             batch.Clear();

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Bflora.Devices;
 using Bflora.Training;
 using TorchSharp;
 
@@ -66,8 +67,7 @@ public static class DeviceThroughput
                 best = TrainBench.BestStep(session, warmup, steps: timed);
                 tokens = best.Tokens;
                 tokensPerSecond = tokens / best.Seconds;
-                memory = device.type == DeviceType.CUDA
-                    ? Bflora.Bitflip.Cuda.CudaDriver.Instance.MemoryInUse(device.index) / (double)(1L << 30) : null;
+                memory = ComputeDevice.MemoryInUse(device) / (double)(1L << 30);
             }
             double offSeconds;
             using (var off = TrainBench.Open(shape, flips: false, scratch, overrides))

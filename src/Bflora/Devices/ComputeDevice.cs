@@ -50,6 +50,13 @@ public static class ComputeDevice
     }
 
     /// <summary>
+    /// Bytes of a GPU's memory in use (total − free, by every process; for bflora alone what libtorch's caching
+    /// allocator holds, which keeps its peak, plus the context); null on the CPU.
+    /// </summary>
+    public static long? MemoryInUse(Device device) =>
+        device.type == DeviceType.CUDA ? Bitflip.Cuda.CudaDriver.Instance.MemoryInUse(device.index) : null;
+
+    /// <summary>
     /// Fails when a parameter of <paramref name="module"/> is not on <paramref name="device"/>: a layer that made its own
     /// tensors elsewhere would otherwise fail deep inside the first forward with a device-mismatch message.
     /// </summary>

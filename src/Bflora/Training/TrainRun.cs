@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Bflora.Checkpoints;
 using Bflora.Config;
+using Bflora.Devices;
 
 namespace Bflora.Training;
 
@@ -106,7 +107,8 @@ public static class TrainRun
             }
         }
         // Read before loss.png is drawn: the plot's renderer is not the training's memory.
-        progress.Line($"Memory of rank 0: peak resident {ProcessMemory.Peak()} bytes, {session.ResidentBeforeModel} before the model");
+        progress.Line($"Memory of rank 0: peak resident {ProcessMemory.Peak()} bytes, {session.ResidentBeforeModel} before the model" +
+                      (ComputeDevice.MemoryInUse(session.Device) is long gpu ? $"; {gpu} bytes in use on {session.Device}" : ""));
         if (skips > 0) progress.Line($"Skipped {skips} of {t.Steps - firstStep + 1} steps (non-finite loss or gradient)");
         double total = clock.Elapsed.TotalSeconds;
         var rows = MetricsLog.Read(output);

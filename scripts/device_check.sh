@@ -174,8 +174,7 @@ if b and "bitflip_vs_copy" in b:
           f"bitflip_vs_copy {cell(b, 'bitflip_vs_copy', '{:.2f}')}, bitflip_philox_vs_copy {cell(b, 'bitflip_philox_vs_copy', '{:.2f}')}")
 if b and isinstance(b.get("step_queued_s"), (int, float)) and b.get("step_s"):
     share = b["step_queued_s"] / b["step_s"]
-    print(f"
-bflora's host had queued the step's forward and backward at {b['step_queued_s'] * 1e3:.1f} of "
+    print(f"\nbflora's host had queued the step's forward and backward at {b['step_queued_s'] * 1e3:.1f} of "
           f"{b['step_s'] * 1e3:.1f} ms ({share:.0%}): " + ("host-bound, look at ops per Linear first" if share > 0.8
           else "the GPU is the limit, look at the kernels first"))
 for stage, what in (("pytorch", "recomputing each block, as the seed"), ("pytorch_keep", "keeping activations, as bflora")):

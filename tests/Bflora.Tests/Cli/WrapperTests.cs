@@ -62,4 +62,27 @@ public sealed class WrapperTests : IDisposable
         Assert.True(upToDate.Code == 0, upToDate.Err);
         Assert.False(File.Exists(marker), "the wrapper called dotnet although the build was up to date");
     }
+
+    [Theory]
+    [InlineData(null, "glibc.malloc.hugetlb=1")]
+    [InlineData("glibc.malloc.arena_max=2", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1")]
+    [InlineData("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0")]
+    public void The_cli_starts_with_huge_pages_for_glibcs_large_blocks_unless_the_user_chose(string? given, string expected)
+    {
+        // The wrapper in a folder of its own, with an up-to-date "build" that prints what it was started with.
+        string root = Path.Combine(_fakeBin, "checkout");
+        string cli = Path.Combine(root, ".build", "cli");
+        Directory.CreateDirectory(cli);
+        File.Copy(Path.Combine(RepoPaths.Root, "bflora"), Path.Combine(root, "bflora"));
+        File.WriteAllText(Path.Combine(cli, "Bflora.Cli"), "#!/bin/sh\necho \"tunables=$GLIBC_TUNABLES\"\n");
+        File.WriteAllText(Path.Combine(cli, ".stamp"), "");
+        foreach (var file in new[] { Path.Combine(root, "bflora"), Path.Combine(cli, "Bflora.Cli") })
+            File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var start = new ProcessStartInfo(Path.Combine(root, "bflora")) { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.Environment.Remove("GLIBC_TUNABLES");
+        if (given is not null) start.Environment["GLIBC_TUNABLES"] = given;
+        var (code, stdout, stderr) = Finish(Process.Start(start)!);
+        Assert.True(code == 0, stderr);
+        Assert.Equal($"tunables={expected}", stdout.Trim());
+    }
 }

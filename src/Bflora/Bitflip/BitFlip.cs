@@ -86,15 +86,22 @@ public static unsafe class BitFlip
     /// FlipInto that also returns where the zero-out dropped elements, as the engine records it without waiting:
     /// int64 flat indices from the CPU engine (null when none was dropped), a bool per element of dst from the device
     /// kernels (counting the drops there would make the host wait for the device). Null when op has no zero-out.
-    /// <see cref="ZeroWhereDropped"/> and LoraFlipFunction.Correct read either form.
+    /// <see cref="ZeroWhereDropped_"/> and LoraFlipFunction.Correct read either form.
     /// </summary>
     public static Tensor? FlipIntoWithDropRecord(Tensor src, Tensor dst, FlipOp op) =>
         DeviceKernels(src) is { } gpu ? DeviceFlip.FlipIntoMarkingDropped(src, dst, op, 0, gpu) : FlipIntoRecordingDropped(src, dst, op);
 
-    /// <summary>grad (contiguous, the flipped tensor's shape) with the elements of a drop record zeroed.</summary>
-    public static Tensor ZeroWhereDropped(Tensor grad, Tensor record) => record.dtype == ScalarType.Bool
-        ? grad.masked_fill(record, 0)
-        : grad.flatten().index_fill(0, record, 0).view(grad.shape);
+    /// <summary>
+    /// Zeroes, in place, the elements of grad (contiguous, the flipped tensor's shape) that a drop record names, and
+    /// returns grad: the backward owns the gradient it just formed, so no copy of an activation-sized tensor is made.
+    /// </summary>
+    public static Tensor ZeroWhereDropped_(Tensor grad, Tensor record)
+    {
+        if (record.dtype == ScalarType.Bool) return grad.masked_fill_(record, 0);
+        using var flat = grad.view(-1);
+        flat.index_fill_(0, record, 0);
+        return grad;
+    }
 
     /// <summary>The device kernels for t's memory; the CPU engine has none (unless the tests set HostKernels).</summary>
     internal static IFlipKernelLauncher KernelsFor(Tensor t) => DeviceKernels(t)

@@ -97,7 +97,7 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         if (layout.XGrad)
         {
             gradX = g.matmul(wf!).view(xf.shape);
-            if (layout.HasXDropped) gradX = BitFlip.ZeroWhereDropped(gradX, saved[4]);
+            if (layout.HasXDropped) BitFlip.ZeroWhereDropped_(gradX, saved[4]);
             gradX.MoveToOuterDisposeScope();
         }
         gradA.MoveToOuterDisposeScope();

@@ -37,8 +37,14 @@ public class DropRecordTests
         Assert.True(indices.numel() > 0);
         Assert.Equal(TensorBits.ReadWords(BitFlip.Flip(x, op)), TensorBits.ReadWords(cpuFlipped));
         Assert.Equal(TensorBits.ReadWords(cpuFlipped), TensorBits.ReadWords(deviceFlipped));
-        Assert.Equal(TensorBits.ReadWords(expected), TensorBits.ReadWords(BitFlip.ZeroWhereDropped(grad, indices)));
-        Assert.Equal(TensorBits.ReadWords(expected), TensorBits.ReadWords(BitFlip.ZeroWhereDropped(grad, marks)));
+        Assert.Equal(TensorBits.ReadWords(expected), TensorBits.ReadWords(BitFlip.ZeroWhereDropped_(grad.clone(), indices)));
+        Assert.Equal(TensorBits.ReadWords(expected), TensorBits.ReadWords(BitFlip.ZeroWhereDropped_(grad.clone(), marks)));
+        foreach (var record in new[] { indices, marks })
+        {
+            using var inPlace = grad.clone();
+            BitFlip.ZeroWhereDropped_(inPlace, record);
+            Assert.Equal(TensorBits.ReadWords(expected), TensorBits.ReadWords(inPlace));
+        }
         Assert.Null(BitFlip.FlipIntoWithDropRecord(x, cpuFlipped, op with { ZeroOutT = null }));
     }
 

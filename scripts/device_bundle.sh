@@ -32,13 +32,18 @@ fi
 mv "$work/publish" "$out"
 
 # `bflora` next to the apphost: the name the docs use. It also puts BFLORA_LIBTORCH on the loader path, so
-# libLibTorchSharp.so finds libtorch.so, libc10.so and libtorch_cpu.so there by name.
+# libLibTorchSharp.so finds libtorch.so, libc10.so and libtorch_cpu.so there by name, and asks for huge pages for
+# glibc's large blocks as ./bflora does (the model is built on the host before it moves to the GPU).
 cat >"$out/bflora" <<'EOF'
 #!/bin/sh
 here="$(cd "$(dirname "$0")" && pwd)"
 if [ -n "${BFLORA_LIBTORCH:-}" ]; then
   export LD_LIBRARY_PATH="$BFLORA_LIBTORCH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+case "${GLIBC_TUNABLES:-}" in
+  *glibc.malloc.hugetlb*) ;;
+  *) export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1" ;;
+esac
 exec "$here/Bflora.Cli" "$@"
 EOF
 chmod +x "$out/bflora"

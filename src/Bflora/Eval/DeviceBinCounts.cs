@@ -14,18 +14,23 @@ public sealed class DeviceBinCounts : IDisposable
     /// <summary>Bins 0 … 0x7F7F: zero up to the largest finite bf16.</summary>
     const int FiniteBins = 0x7F80;
 
+    /// <summary>The value of every finite bin, ascending; the same for every instance.</summary>
+    static readonly float[] FiniteMagnitudes =
+        Enumerable.Range(0, FiniteBins).Select(bin => MagnitudeHistogram.ValueOf((ushort)bin)).ToArray();
+
     readonly Tensor _magnitudes;
     readonly Tensor _counts;
     readonly Tensor _one;
 
+    /// <summary>Whether anything was counted since the last move: a move without it reads nothing from the device.</summary>
+    bool _pending;
+
     public DeviceBinCounts(Device device)
     {
-        var values = new float[FiniteBins];
-        for (int bin = 0; bin < FiniteBins; bin++) values[bin] = MagnitudeHistogram.ValueOf((ushort)bin);
         // They live as long as this object, not as long as a dispose scope its first Add may run in.
         using (NewDisposeScope())
         {
-            _magnitudes = tensor(values, ScalarType.Float32).to(device).DetachFromDisposeScope();
+            _magnitudes = tensor(FiniteMagnitudes, ScalarType.Float32).to(device).DetachFromDisposeScope();
             _counts = zeros(MagnitudeHistogram.Bins, ScalarType.Int64, device: device).DetachFromDisposeScope();
             _one = ones(1, ScalarType.Int64, device: device).DetachFromDisposeScope();
         }
@@ -44,12 +49,15 @@ public sealed class DeviceBinCounts : IDisposable
             .masked_fill_(magnitude.isnan(), 0);
         // Atomic adds on the device; bincount would make the host wait, for the largest bin to size its output.
         _counts.scatter_add_(0, bins, _one.expand(n));
+        _pending = true;
     }
 
     /// <summary>Adds the counts so far to <paramref name="histogram"/> and starts again from zero.</summary>
     /// <returns>The largest bin counted since the last move (0 if none).</returns>
     public ushort MoveInto(MagnitudeHistogram histogram)
     {
+        if (!_pending) return 0;
+        _pending = false;
         long[] counts;
         // On the CPU, cpu() may hand back the counts themselves, which the scope then leaves alone.
         using (NewDisposeScope()) counts = _counts.cpu().data<long>().ToArray();

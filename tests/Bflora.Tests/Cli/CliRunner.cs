@@ -27,13 +27,27 @@ public static class CliRunner
         start.Environment.Remove("BFLORA_LIBTORCH");
         foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
         using var process = Process.Start(start)!;
+        return ChildProcess.Finish(process, timeout ?? TimeSpan.FromMinutes(3), $"bflora {string.Join(' ', args)}");
+    }
+}
+
+/// <summary>Waits for the tests' child processes, whatever they run.</summary>
+public static class ChildProcess
+{
+    /// <summary>
+    /// Reads a started child's stdout and stderr (redirected) as it writes them and waits for it to exit; one that
+    /// outlives <paramref name="timeout"/> is killed with its own children, and the test fails there.
+    /// </summary>
+    public static CliResult Finish(Process process, TimeSpan timeout, string what)
+    {
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(timeout ?? TimeSpan.FromMinutes(3)))
+        if (!process.WaitForExit(timeout))
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"bflora {string.Join(' ', args)} did not finish in time");
+            throw new TimeoutException($"{what} did not finish within {timeout.TotalSeconds} s");
         }
+        process.WaitForExit();
         return new CliResult(process.ExitCode, stdout.Result, stderr.Result);
     }
 }

@@ -25,10 +25,8 @@ public sealed class WrapperTests : IDisposable
 
     private static (int Code, string Out, string Err) Finish(Process p)
     {
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(4))) { p.Kill(true); throw new TimeoutException("./bflora --help hung"); }
-        return (p.ExitCode, stdout.Result, stderr.Result);
+        var result = ChildProcess.Finish(p, TimeSpan.FromMinutes(4), "./bflora");
+        return (result.ExitCode, result.Stdout, result.Stderr);
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Bflora.Tests.Cli;
 using Xunit;
 
 namespace Bflora.Tests.Devices;
@@ -53,11 +54,9 @@ public sealed class DeviceCheckScriptTests : IDisposable
         start.Environment["BFLORA_SELFTEST"] = "echo selftest-gpu: all checks passed";
         start.Environment["BFLORA_BENCH"] = $"cat '{Path.Combine(_work, "bflora.json")}'";
         start.Environment["PYTORCH_BENCH"] = Path.Combine(_work, "baseline.py");
-        using var run = Process.Start(start)!;
-        var stdout = run.StandardOutput.ReadToEndAsync();
-        var stderr = run.StandardError.ReadToEndAsync();
-        Assert.True(run.WaitForExit(TimeSpan.FromMinutes(3)), "device_check.sh hung");
-        string log = stdout.Result + stderr.Result;
+        using var process = Process.Start(start)!;
+        var run = ChildProcess.Finish(process, TimeSpan.FromMinutes(3), "device_check.sh");
+        string log = run.Stdout + run.Stderr;
         Assert.True(run.ExitCode == 0, log);
 
         string summary = File.ReadAllText(Path.Combine(output, "summary.md"));

@@ -37,15 +37,7 @@ public static class MpiRunner
         start.Environment.Remove("BFLORA_LIBTORCH");
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(timeout))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"mpirun {string.Join(' ', command)} did not finish within {timeout.TotalSeconds} s");
-        }
-        process.WaitForExit();
-        return (new CliResult(process.ExitCode, stdout.Result, stderr.Result), clock.Elapsed);
+        return (ChildProcess.Finish(process, timeout, $"mpirun {string.Join(' ', command)}"), clock.Elapsed);
     }
 
     private static string? FindMpirun() =>

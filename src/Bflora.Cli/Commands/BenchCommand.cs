@@ -46,12 +46,17 @@ public static class BenchCommand
             if (parse.GetValue(throughput) || device.Value(parse) is { } d && d != "cpu")
             {
                 if (parse.GetValue(batch) < 1) throw new BfloraInputException($"--batch must be at least 1, got {parse.GetValue(batch)}");
+                if (parse.GetValue(peak) is <= 0 or double.NaN) throw new BfloraInputException($"--peak-tflops must be positive, got {parse.GetValue(peak)}");
                 var shape = TrainShape.Llama1B(parse.GetValue(batch), parse.GetValue(quick));
                 var result = DeviceThroughput.Run(shape, overrides, parse.GetValue(peak), parse.GetValue(quick), Console.Error);
                 Console.WriteLine(result.ToJsonLine());
                 if (parse.GetValue(json) is { } resultFile) AtomicFile.WriteAllText(resultFile.FullName, result.ToJsonLine());
                 return ExitCodes.Ok;
             }
+            // Left silently unused, they would let a user believe the ratios were measured at that batch or peak.
+            foreach (var only in new Option[] { batch, peak })
+                if (parse.GetResult(only) is { Implicit: false })
+                    throw new BfloraInputException($"{only.Name} applies to the throughput only (--throughput or --device cuda)");
             var items = BenchRun.Run(parse.GetValue(quick), SelfCommand(), overrides, Console.Error);
             BenchRun.PrintTable(items, Console.Out);
             if (parse.GetValue(json) is { } file) AtomicFile.WriteAllText(file.FullName, BenchRun.ToJson(items));

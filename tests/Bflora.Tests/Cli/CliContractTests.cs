@@ -34,6 +34,27 @@ public class CliContractTests
         Assert.StartsWith("error:", Assert.Single(r.StderrLines));
     }
 
+    [Theory]
+    [InlineData("frob")]
+    [InlineData("eval", "--frobnicate")]
+    public void An_unknown_token_is_named_even_when_other_errors_come_with_it(params string[] args)
+    {
+        var r = CliRunner.Run(args);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal($"error: unknown command or argument '{args[^1]}' (see --help)", Assert.Single(r.StderrLines));
+    }
+
+    [Theory]
+    [InlineData("--batch", "2")]
+    [InlineData("--peak-tflops", "900")]
+    public void A_throughput_option_without_the_throughput_is_refused(string option, string value)
+    {
+        var r = CliRunner.Run(new[] { "bench", "--quick", option, value });
+        Assert.Equal(2, r.ExitCode);
+        var line = Assert.Single(r.StderrLines);
+        Assert.StartsWith($"error: {option} applies to the throughput only", line);
+    }
+
     [Fact]
     public void A_bad_config_value_is_one_error_line_naming_the_key_and_exit_2()
     {

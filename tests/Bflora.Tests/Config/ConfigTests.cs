@@ -39,6 +39,15 @@ public class ConfigTests
         Assert.NotNull(BfloraConfig.Load(RepoPaths.Of("configs", file)));
 
     [Fact]
+    public void The_demo_lora_config_names_the_model_a_default_demo_run_leaves()
+    {
+        var pretrain = BfloraConfig.Load(RepoPaths.Of("configs", "demo_pretrain.toml"));
+        var lora = BfloraConfig.Load(RepoPaths.Of("configs", "demo.toml"));
+        Assert.Equal(Path.Combine("runs", "demo", "pretrain", "checkpoints", $"step-{pretrain.Training.Steps}"),
+            lora.Model.HfModelPath);
+    }
+
+    [Fact]
     public void Set_overrides_read_toml_values_and_bare_words()
     {
         var c = BfloraConfig.Load(RepoPaths.Of("configs", "debug.toml"), new[]

@@ -53,8 +53,10 @@ public static class BenchRun
         string scratch = Path.Combine(Path.GetTempPath(), $"bflora-bench-{Environment.ProcessId}");
         try
         {
+            // 30 pairs, not 10: the flips cost ~25 ms of a ~200 ms step, and the best of 10 steps on a loaded VM still
+            // carries tens of ms of neighbours' load (measured, 3 runs each: 0.20–0.41 with 10 pairs, 0.13–0.16 with 30).
             var demo = TrainShape.Demo(quick);
-            var (on, off) = TrainBench.FlipsOnVsOff(demo, scratch, overrides, warmup: quick ? 1 : 2, steps: quick ? 2 : 10);
+            var (on, off) = TrainBench.FlipsOnVsOff(demo, scratch, overrides, warmup: quick ? 1 : 2, steps: quick ? 2 : 30);
             Add(new("flip_overhead", on / off - 1, 0.15, true,
                 $"demo model: {on * 1e3:F0} ms/step on, {off * 1e3:F0} ms off"));
 

@@ -29,7 +29,7 @@ public static unsafe class BitFlip
     {
         var fmt = FlipFormats.Of(src.dtype);
         if (dst.dtype != src.dtype) throw new ArgumentException($"flip destination is {dst.dtype}, source {src.dtype}");
-        if (!dst.shape.SequenceEqual(src.shape)) throw new ArgumentException("flip destination shape differs from the source");
+        if (!SameShape(dst, src)) throw new ArgumentException("flip destination shape differs from the source");
         if (!dst.is_contiguous()) throw new ArgumentException("flip destination must be contiguous");
         if (!Devices.ComputeDevice.Same(dst.device, src.device))
             throw new ArgumentException($"flip destination is on {dst.device}, source on {src.device}");
@@ -49,7 +49,7 @@ public static unsafe class BitFlip
     /// </summary>
     public static Tensor StraightThroughGradient(Tensor x, Tensor grad, FlipOp op, long indexOffset = 0, int maxThreads = 0)
     {
-        if (!grad.shape.SequenceEqual(x.shape) || grad.dtype != x.dtype)
+        if (!SameShape(grad, x) || grad.dtype != x.dtype)
             throw new ArgumentException("gradient shape or dtype differs from the input");
         if (DeviceKernels(x) is { } gpu) return DeviceFlip.StraightThroughGradient(x, grad, op, indexOffset, gpu);
         if (op.ZeroOutT is null) return grad.clone();
@@ -120,6 +120,16 @@ public static unsafe class BitFlip
         DeviceType.CUDA => CudaFlipLauncher.For(t.device_index),
         _ => throw new ArgumentException($"bitflip runs on CPU and CUDA tensors, not {t.device_type}"),
     };
+
+    /// <summary>Shape equality through size(k): `shape` builds a managed array per call, which every Linear's flips paid.</summary>
+    static bool SameShape(Tensor a, Tensor b)
+    {
+        long dims = a.dim();
+        if (dims != b.dim()) return false;
+        for (int k = 0; k < dims; k++)
+            if (a.size(k) != b.size(k)) return false;
+        return true;
+    }
 
     static int Threads(int maxThreads) => maxThreads > 0 ? maxThreads : torch.get_num_threads();
 }

@@ -77,7 +77,7 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         var layout = (Saved)ctx.get_data("layout");
         var saved = ctx.get_saved_variables();
         Tensor xf = saved[0], loraA = saved[1], loraB = saved[2];
-        long inFeatures = loraA.shape[1], outFeatures = loraB.shape[0];
+        long inFeatures = loraA.size(1), outFeatures = loraB.size(0);
         double s = args.Scaling;
 
         using var scope = NewDisposeScope();
@@ -96,7 +96,7 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         Tensor? gradX = null;
         if (layout.XGrad)
         {
-            gradX = g.matmul(wf!).view(xf.shape);
+            gradX = g.matmul(wf!).view_as(xf);
             if (layout.HasXDropped) BitFlip.ZeroWhereDropped_(gradX, saved[4]);
             gradX.MoveToOuterDisposeScope();
         }
@@ -127,7 +127,7 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
     {
         if (dropped.dtype != ScalarType.Bool)
             return CorrectAt(gradA, gradB, g, x2, loraA, loraB, dropped, s,
-                dense: dropped.numel() * DenseCorrectionRatio > loraB.shape[0] * loraA.shape[1]);
+                dense: dropped.numel() * DenseCorrectionRatio > loraB.size(0) * loraA.size(1));
         var newA = gradA.to(ScalarType.Float32, copy: true).contiguous();
         var newB = gradB.to(ScalarType.Float32, copy: true).contiguous();
         DeviceFlip.CorrectDroppedLoraGradients(newA, newB, g, x2, loraA, loraB, dropped, s, BitFlip.KernelsFor(g));
@@ -142,7 +142,7 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
     internal static (Tensor GradA, Tensor GradB) CorrectAt(Tensor gradA, Tensor gradB, Tensor g, Tensor x2, Tensor loraA,
         Tensor loraB, Tensor dropped, double s, bool dense)
     {
-        long inFeatures = loraA.shape[1];
+        long inFeatures = loraA.size(1);
         var o = dropped.div(inFeatures, rounding_mode: RoundingMode.floor);
         var i = dropped.remainder(inFeatures);
         var dot = dense

@@ -74,8 +74,8 @@ public static class DeviceFlip
     {
         if (gradA.dtype != ScalarType.Float32 || gradB.dtype != ScalarType.Float32 || !gradA.is_contiguous() || !gradB.is_contiguous())
             throw new ArgumentException("the corrected LoRA gradients must be contiguous float32");
-        long tokens = g.shape[0];
-        if (tokens == 0 || loraA.shape[0] == 0) return;
+        long tokens = g.size(0);
+        if (tokens == 0 || loraA.size(0) == 0) return;
         using var gd = g.contiguous();
         using var xd = x2.contiguous();
         using var ad = loraA.contiguous();
@@ -86,8 +86,8 @@ public static class DeviceFlip
             Marks = TensorBits.Address(marks), G = TensorBits.Address(gd), X = TensorBits.Address(xd),
             A = TensorBits.Address(ad), B = TensorBits.Address(bd),
             GradA = TensorBits.Address(gradA), GradB = TensorBits.Address(gradB),
-            Tokens = tokens, OutFeatures = bd.shape[0], InFeatures = ad.shape[1],
-            MinusScaling = (float)-scaling, Rank = (int)ad.shape[0], Format = LoraCorrectionArgs.FormatOf(FlipFormats.Of(gd.dtype)),
+            Tokens = tokens, OutFeatures = bd.size(0), InFeatures = ad.size(1),
+            MinusScaling = (float)-scaling, Rank = (int)ad.size(0), Format = LoraCorrectionArgs.FormatOf(FlipFormats.Of(gd.dtype)),
             Chunk = LoraCorrectionArgs.TokensPerThread, Chunks = chunks,
         };
         launcher.Launch(FlipKernel.LoraCorrection, args, args.Threads);

@@ -46,7 +46,7 @@ public sealed class Attention : LinearHost
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        long b = x.shape[0], s = x.shape[1];
+        long b = x.size(0), s = x.size(1);
         var q = Rope.Apply(wq.call(x).view(b, s, _nHeads, _headDim), RopeTables.Cos, RopeTables.Sin);
         var k = Rope.Apply(wk.call(x).view(b, s, _nKvHeads, _headDim), RopeTables.Cos, RopeTables.Sin);
         var v = wv.call(x).view(b, s, _nKvHeads, _headDim);

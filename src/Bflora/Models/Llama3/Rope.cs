@@ -62,7 +62,7 @@ public static class Rope
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         using var scope = NewDisposeScope();
-        long b = x.shape[0], s = x.shape[1], h = x.shape[2], d = x.shape[3];
+        long b = x.size(0), s = x.size(1), h = x.size(2), d = x.size(3);
         var x32 = x.to(ScalarType.Float32);
         var swapped = x32.reshape(b, s, h, d / 2, 2).flip(-1).view(b, s, h, d);
         var c = cos.narrow(0, 0, s).view(1, s, 1, d);

@@ -103,6 +103,9 @@ public static class DeviceFlip
         return grad.masked_fill(marks, 0);
     }
 
-    /// <summary>Room for the zero-out's record: every byte is written by the kernel that zeroes out.</summary>
-    static Tensor Marks(Tensor like) => torch.empty(like.shape, ScalarType.Bool, device: like.device);
+    /// <summary>
+    /// Room for the zero-out's record: every byte is written by the kernel that zeroes out. The flip's destination is
+    /// contiguous, so a record laid out like it is indexed as the kernel indexes it.
+    /// </summary>
+    static Tensor Marks(Tensor like) => torch.empty_like(like, ScalarType.Bool);
 }

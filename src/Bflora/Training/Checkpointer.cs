@@ -18,7 +18,8 @@ public sealed record TrainerState(
     [property: JsonPropertyName("world_size")] int WorldSize,
     [property: JsonPropertyName("trainable")] string Trainable,
     [property: JsonPropertyName("master_dtype")] string MasterDtype,
-    [property: JsonPropertyName("unlogged_loss")] UnloggedLoss? Unlogged = null);
+    [property: JsonPropertyName("unlogged_loss")] UnloggedLoss? Unlogged = null,
+    [property: JsonPropertyName("optimizer_slots")] IReadOnlyList<SavedSlot>? OptimizerSlots = null);
 
 /// <summary>Losses of the steps since the last metrics row, so a resumed run's next row averages the same steps.</summary>
 public sealed record UnloggedLoss(
@@ -144,19 +145,11 @@ public static partial class Checkpointer
     private static void WriteState(string folder, TrainingSession session, bool lead)
     {
         Directory.CreateDirectory(folder);
-        int world = session.Layout.World, rank = session.Fsdp?.Collectives.Rank ?? 0;
-        var tensors = new Dictionary<string, Tensor>();
-        foreach (var slot in session.Slots)
-        {
-            tensors[$"{slot.Name}/master"] = slot.Master;
-            tensors[$"{slot.Name}/exp_avg"] = slot.ExpAvg;
-            tensors[$"{slot.Name}/exp_avg_sq"] = slot.ExpAvgSq;
-        }
-        SafetensorsWriter.Write(Path.Combine(folder, OptimizerFileOf(rank, world)), tensors);
+        OptimizerState.Write(folder, session);
         if (!lead) return;
         var state = new TrainerState(session.CompletedSteps, session.Optimizer.StepCount, session.Converted.Step.Value,
             session.DataCursor, session.Config.Name, session.Layout.World, session.Config.Training.Trainable,
-            session.Config.Training.MasterDtype, session.Unlogged);
+            session.Config.Training.MasterDtype, session.Unlogged, OptimizerState.Describe(session));
         AtomicFile.WriteAllText(Path.Combine(folder, StateJson),
             JsonSerializer.Serialize(state, new JsonSerializerOptions { WriteIndented = true }));
     }
@@ -174,7 +167,7 @@ public static partial class Checkpointer
             .FirstOrDefault();
     }
 
-    /// <summary>Restores <paramref name="session"/> from the checkpoint folder <paramref name="folder"/>.</summary>
+    /// <summary>Restores <paramref name="session"/> from the checkpoint folder <paramref name="folder"/>, written at any world size.</summary>
     public static TrainerState Load(string folder, TrainingSession session)
     {
         string stateDir = Path.Combine(folder, StateFolder);
@@ -191,24 +184,10 @@ public static partial class Checkpointer
         if (state.MasterDtype != session.Config.Training.MasterDtype)
             throw new BfloraInputException(
                 $"the checkpoint keeps {state.MasterDtype} masters, the config says training.master_dtype = \"{session.Config.Training.MasterDtype}\"");
-        // Optimizer shards are per rank, laid out for the world that wrote them; resharding is not implemented.
-        if (state.WorldSize != session.Layout.World)
-            throw new BfloraInputException(
-                $"the checkpoint {folder} was written by {state.WorldSize} ranks, this run has {session.Layout.World}; " +
-                $"resume with parallelism.fsdp_degree = {state.WorldSize} (its optimizer state is sharded for that world size)");
-        int rank = session.Fsdp?.Collectives.Rank ?? 0;
-        var file = SafetensorsFile.Open(Path.Combine(stateDir, OptimizerFileOf(rank, state.WorldSize)));
-        var dtype = TrainingSession.MasterDtype(state.MasterDtype);
-        using var scope = NewDisposeScope();
-        var tensors = new Dictionary<string, (Tensor, Tensor, Tensor)>();
-        foreach (var slot in session.Slots)
-        {
-            string key = $"{slot.Name}/master";
-            if (!file.Tensors.ContainsKey(key)) continue;
-            tensors[slot.Name] = (file.Load(key, dtype), file.Load($"{slot.Name}/exp_avg", dtype),
-                file.Load($"{slot.Name}/exp_avg_sq", dtype));
-        }
-        session.Restore(state, tensors);
+        if (state.Trainable != session.Config.Training.Trainable)
+            throw new BfloraInputException($"the checkpoint trained \"{state.Trainable}\", the config says \"{session.Config.Training.Trainable}\"");
+        OptimizerState.Read(stateDir, state, session);
+        session.Restore(state);
         return state;
     }
 }

@@ -51,6 +51,12 @@ public sealed class TrainingSession : IDisposable
     public IReadOnlyList<(string Name, Parameter Param)> Trainable { get; }
     public IReadOnlyList<AdamWSlot> Slots { get; }
 
+    /// <summary>
+    /// Each slot with the flat layout of the parameters it holds, for checkpoints: one whole parameter at world 1, a
+    /// unit's LoRA buffer (this rank's shard of it) under FSDP.
+    /// </summary>
+    public IReadOnlyList<(AdamWSlot Slot, FlatLayout Layout)> SlotLayouts { get; }
+
     /// <summary>The single-process optimizer state that <see cref="Slots"/> are views of; null under FSDP.</summary>
     private readonly FlatAdamWSlots? _flat;
 
@@ -93,6 +99,9 @@ public sealed class TrainingSession : IDisposable
             _flatParams = BindToOneBuffer(Trainable, _flat);
         }
         Slots = fsdp?.Slots ?? _flat!.Views;
+        SlotLayouts = fsdp is not null
+            ? fsdp.Units.Where(u => u.Slot is not null).Select(u => (u.Slot!, u.Lora)).ToList()
+            : Slots.Zip(Trainable, (slot, t) => (slot, new FlatLayout(new[] { (t.Name, t.Param.shape) }, world: 1))).ToList();
     }
 
     /// <summary>The losses the trainer has not logged yet; kept in checkpoints so a resumed run logs the same rows.</summary>
@@ -296,26 +305,12 @@ public sealed class TrainingSession : IDisposable
         _flatParams?.copy_(_flat!.Whole.Master);
     }
 
-    /// <summary>Puts the session where a checkpoint left it: masters, moments, step counts, data cursor, flip step.</summary>
-    public void Restore(TrainerState state, IReadOnlyDictionary<string, (Tensor Master, Tensor ExpAvg, Tensor ExpAvgSq)> tensors)
+    /// <summary>
+    /// Puts the session where a checkpoint left it, once <see cref="OptimizerState.Read"/> has filled the slots: the
+    /// masters rounded into the parameters, step counts, data cursor, flip step.
+    /// </summary>
+    public void Restore(TrainerState state)
     {
-        if (state.WorldSize != _sync.WorldSize)
-            throw new BfloraInputException($"the checkpoint was written by {state.WorldSize} ranks, this run has {_sync.WorldSize}");
-        if (state.Trainable != Config.Training.Trainable)
-            throw new BfloraInputException($"the checkpoint trained \"{state.Trainable}\", the config says \"{Config.Training.Trainable}\"");
-        using (var noGrad = no_grad())
-        {
-            foreach (var slot in Slots)
-            {
-                if (!tensors.TryGetValue(slot.Name, out var saved))
-                    throw new BfloraInputException($"the checkpoint has no optimizer state for '{slot.Name}'");
-                if (!saved.Master.shape.SequenceEqual(slot.Master.shape))
-                    throw new BfloraInputException($"the checkpoint's '{slot.Name}' has another shape than the model's (different lora.r?)");
-                slot.Master.copy_(saved.Master);
-                slot.ExpAvg.copy_(saved.ExpAvg);
-                slot.ExpAvgSq.copy_(saved.ExpAvgSq);
-            }
-        }
         CopyMastersToParameters();
         Optimizer.StepCount = state.OptimizerSteps;
         CompletedSteps = state.Step;

@@ -1,5 +1,7 @@
 using System.CommandLine;
 using Bflora.Config;
+using Bflora.Devices;
+using Bflora.Distributed;
 using Bflora.Eval;
 
 namespace Bflora.Cli.Commands;
@@ -28,6 +30,8 @@ public static class EvalCommand
         cmd.SetAction(parse =>
         {
             var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, BfloraCommands.Overrides(parse, set, device));
+            var collectives = StartRanks(cfg, parse.GetValue(profile));
+            bool lead = collectives is null || collectives.Rank == 0;
             if (parse.GetValue(profile))
             {
                 // As the original: the profile measures the clean model, whatever else was asked for.
@@ -39,10 +43,24 @@ public static class EvalCommand
             }
             var request = new EvalRequest(parse.GetValue(numSamples), parse.GetValue(bitflip), parse.GetValue(bitflipSeed),
                 parse.GetValue(adapter)?.FullName);
-            var result = EvalRun.Execute(cfg, request, Console.Out, BfloraCommands.Warn);
-            if (parse.GetValue(json) is { } jsonFile) AtomicFile.WriteAllText(jsonFile.FullName, result.ToJson());
+            var result = EvalRun.Execute(cfg, request, lead ? Console.Out : TextWriter.Null,
+                lead ? BfloraCommands.Warn : _ => { }, collectives);
+            if (lead && parse.GetValue(json) is { } jsonFile) AtomicFile.WriteAllText(jsonFile.FullName, result.ToJson());
             return ExitCodes.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// Under mpirun, the collectives of a sharded eval (parallelism.fsdp_degree must be the job's size, as for train);
+    /// in one process null, and the model is whole whatever fsdp_degree says. Refusals come before MPI starts.
+    /// </summary>
+    static ICollectives? StartRanks(BfloraConfig config, bool profile)
+    {
+        if (!LaunchInfo.Current.UnderMpirun) return null;
+        if (profile && LaunchInfo.Current.WorldSize > 1)
+            throw new BfloraInputException("eval --profile runs in one process: launch it without mpirun");
+        ComputeDevice.EnsureSingleGpu(config);
+        return DistributedRuntime.Start(config.Parallelism.FsdpDegree);
     }
 }

@@ -65,10 +65,12 @@ public sealed partial class FsdpModel : IDisposable
 
     /// <summary>
     /// Builds the sharded model: meta Transformer → parameters as gather-buffer views → conversion (flip seeds and
-    /// LoRA init exactly as at world 1) → LoRA values moved into shards → this rank's frozen ranges loaded.
+    /// LoRA init exactly as at world 1; then <paramref name="adapter"/>'s PEFT weights, when given) → LoRA values moved
+    /// into shards → this rank's frozen ranges loaded. Training passes <paramref name="masterDtype"/> for the optimizer
+    /// slots; evaluation, which has none, passes null.
     /// </summary>
     public static FsdpModel Build(BfloraConfig config, ModelArgs args, string? modelFolder, ConversionOptions options,
-        ICollectives c, ScalarType masterDtype)
+        ICollectives c, ScalarType? masterDtype, string? adapter = null)
     {
         int world = c.WorldSize;
         // The converter leaves "output" alone when a skip pattern matches it; a plain frozen head can be vocab-parallel.
@@ -117,6 +119,7 @@ public sealed partial class FsdpModel : IDisposable
             model.eval();
 
             var converted = BitFlipConverter.Convert(model, options);
+            if (adapter is not null) PeftAdapter.Load(adapter, converted, args);
             var loraParams = new Dictionary<string, List<(string Name, Parameter P)>>();
             foreach (var u in order) loraParams[u] = new();
             foreach (var (name, layer) in converted.Layers.Where(l => l.Layer.Rank > 0))
@@ -133,7 +136,8 @@ public sealed partial class FsdpModel : IDisposable
                 { ActivationCheckpointing = config.Parallelism.ActivationCheckpointing };
             fsdp.ShardLora(loraParams);
             fsdp.LoadFrozen(config, args, modelFolder);
-            foreach (var u in units) u.CreateSlot(masterDtype);
+            if (masterDtype is { } dtype)
+                foreach (var u in units) u.CreateSlot(dtype);
             return fsdp;
         }
         catch

@@ -47,19 +47,7 @@ public sealed partial class FsdpModel
         var (cos, sin) = Model.RopeFor(inputs.shape[1], inputs.device);
         // Per block: its input, and without checkpointing its output, whose graph the backward then walks.
         var kept = new List<(Tensor X, Tensor? Y)>(Blocks.Count);
-        Tensor h;
-        using (no_grad())
-        {
-            if (VocabParallelHead)
-            {
-                h = VocabParallel.Embed(_c, Embedding.FrozenShard.view(-1, Model.Args.Dim), inputs);
-            }
-            else
-            {
-                Use(Embedding, Blocks.Count > 0 ? Blocks[0] : Head);
-                h = Model.Embed(inputs);
-            }
-        }
+        var h = EmbedTokens(inputs);
         for (int i = 0; i < Blocks.Count; i++)
         {
             Use(Blocks[i], i + 1 < Blocks.Count ? Blocks[i + 1] : Head);
@@ -109,6 +97,41 @@ public sealed partial class FsdpModel
             Blocks[i].ReduceScatterGrads(_c, _gradFull, _gradShard);
         }
         return lossValue;
+    }
+
+    /// <summary>
+    /// Forward only (evaluation, flips of the current step): the summed fp32 cross-entropy, as the single-process
+    /// evaluator computes it, of this rank's first <paramref name="windows"/> windows of the batch; the others only
+    /// keep the ranks in step (every rank must call this for every batch, since each unit is gathered collectively).
+    /// </summary>
+    public Tensor CrossEntropySum(Tensor inputs, Tensor labels, long windows)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var (cos, sin) = Model.RopeFor(inputs.shape[1], inputs.device);
+        var h = EmbedTokens(inputs);
+        for (int i = 0; i < Blocks.Count; i++)
+        {
+            Use(Blocks[i], i + 1 < Blocks.Count ? Blocks[i + 1] : Head);
+            h = RunBlock(i, h, cos, sin);
+        }
+        Use(Head, null);
+        if (VocabParallelHead)
+            return VocabParallel.CrossEntropySum(_c, Model.FinalNorm(h), OutputRows!.FrozenShard.view(-1, Model.Args.Dim),
+                labels, Model.Args.VocabSize, windows * labels.size(1)).MoveToOuterDisposeScope();
+        if (windows == 0) return zeros(Array.Empty<long>(), ScalarType.Float32).MoveToOuterDisposeScope();
+        var logits = Model.Head(h.narrow(0, 0, windows)).to(ScalarType.Float32);
+        return nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), labels.narrow(0, 0, windows).reshape(-1),
+            reduction: nn.Reduction.Sum).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The token embeddings of <paramref name="inputs"/>, outside any graph (the embedding is frozen).</summary>
+    private Tensor EmbedTokens(Tensor inputs)
+    {
+        using var noGrad = no_grad();
+        if (VocabParallelHead) return VocabParallel.Embed(_c, Embedding.FrozenShard.view(-1, Model.Args.Dim), inputs);
+        Use(Embedding, Blocks.Count > 0 ? Blocks[0] : Head);
+        return Model.Embed(inputs);
     }
 
     /// <summary>The head gathered whole: the single-process path's cross-entropy on the bf16 logits.</summary>

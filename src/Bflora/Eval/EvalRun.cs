@@ -2,6 +2,7 @@ using Bflora.Bitflip;
 using Bflora.Config;
 using Bflora.Data;
 using Bflora.Devices;
+using Bflora.Distributed;
 using Bflora.Lora;
 using Bflora.Models;
 using static TorchSharp.torch;
@@ -14,38 +15,62 @@ namespace Bflora.Eval;
 public sealed record EvalRequest(int NumSamples = 256, bool Bitflip = false, long? BitflipSeed = null, string? Adapter = null,
     EvalSplit Split = EvalSplit.Head);
 
-/// <summary>The eval command's whole path: config → tokenizer → model → windows → <see cref="Evaluator"/> → table.</summary>
+/// <summary>
+/// The eval command's whole path: config → tokenizer → model → windows → <see cref="Evaluator"/> → table. Given
+/// collectives of more than one rank (an mpirun job), the model is sharded over them (FSDP, as in training) and the
+/// batches are spread over the ranks; rank 0 alone should be handed a real <paramref name="output"/>.
+/// </summary>
 public static class EvalRun
 {
-    public static EvalResult Execute(BfloraConfig config, EvalRequest request, TextWriter output, Action<string> warn)
+    /// <summary>A skip pattern every layer name contains: the sharded model then converts nothing (the clean eval).</summary>
+    private static readonly string[] AllLayers = { "" };
+
+    public static EvalResult Execute(BfloraConfig config, EvalRequest request, TextWriter output, Action<string> warn,
+        ICollectives? collectives = null)
     {
         if (request.NumSamples <= 0) throw new BfloraInputException("--num-samples must be positive");
         var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
         var device = ComputeDevice.Resolve(config.Training.Device);
-        using var model = ModelBuilder.Build(config, args, modelFolder, device: device);
-        string condition = "no bitflip, no LoRA (clean baseline)";
-        if (request.Bitflip || request.Adapter is not null)
-        {
-            // Without base_seed the original's eval flips with 42; an adapter was trained with the trainer's 0.
-            var flips = request.Bitflip
-                ? config.Bitflip.ToFlipSettings(request.BitflipSeed, unsetSeed: request.Adapter is null ? 42 : 0)
-                : FlipSettings.Off;
-            if (request.Bitflip && !config.Bitflip.AnyFlip) warn("--bitflip with every [bitflip] probability at 0: only zero-out applies");
-            var adapter = request.Adapter is { } dir ? PeftAdapter.ReadConfig(dir) : null;
-            // Eval never steps the optimizer, so every batch sees the masks of step 0.
-            var converted = BitFlipConverter.Convert(model, new ConversionOptions(flips, adapter?.R ?? 0,
-                adapter?.LoraAlpha ?? 1, config.Bitflip.SkipPatterns));
-            if (request.Adapter is not null) PeftAdapter.Load(request.Adapter, converted, args);
-            ComputeDevice.EnsureParametersOn(model, device);
-            string lora = adapter is null ? "no LoRA (r=0)" : $"LoRA r={adapter.R} alpha={adapter.LoraAlpha:G4} from {request.Adapter}";
-            condition = request.Bitflip
-                ? $"bitflip ON, {lora} | w_p_exp={flips.WPExp:G4} w_p_frac={flips.WPFrac:G4} " +
-                  $"x_p_exp={flips.XPExp:G4} x_p_frac={flips.XPFrac:G4} seed={flips.BaseSeed} | {converted.Layers.Count} layers"
-                : $"no bitflip, {lora}";
-        }
+        // Without base_seed the original's eval flips with 42; an adapter was trained with the trainer's 0.
+        var flips = request.Bitflip
+            ? config.Bitflip.ToFlipSettings(request.BitflipSeed, unsetSeed: request.Adapter is null ? 42 : 0)
+            : FlipSettings.Off;
+        if (request.Bitflip && !config.Bitflip.AnyFlip) warn("--bitflip with every [bitflip] probability at 0: only zero-out applies");
+        var adapter = request.Adapter is { } dir ? PeftAdapter.ReadConfig(dir) : null;
+        // Eval never steps the optimizer, so every batch sees the masks of step 0.
+        var options = new ConversionOptions(flips, adapter?.R ?? 0, adapter?.LoraAlpha ?? 1, config.Bitflip.SkipPatterns);
+        bool converts = request.Bitflip || adapter is not null;
+        string mode = request.Bitflip ? "bitflip" : "clean";
         using var windows = EvalWindows.Open(config, tokenizer, request.Split);
-        var result = Evaluator.Run(model, windows, request.NumSamples, config.Training.LocalBatchSize,
-            request.Bitflip ? "bitflip" : "clean", warn);
+
+        EvalResult result;
+        int layers;
+        if (collectives is { WorldSize: > 1 })
+        {
+            var plain = converts ? options : options with { SkipPatterns = AllLayers };
+            using var fsdp = FsdpModel.Build(config, args, modelFolder, plain, collectives, masterDtype: null, request.Adapter);
+            layers = fsdp.Converted.Layers.Count;
+            result = Evaluator.RunSharded(fsdp, windows, request.NumSamples, config.Training.LocalBatchSize, mode, warn);
+        }
+        else
+        {
+            using var model = ModelBuilder.Build(config, args, modelFolder, device: device);
+            layers = 0;
+            if (converts)
+            {
+                var converted = BitFlipConverter.Convert(model, options);
+                if (request.Adapter is not null) PeftAdapter.Load(request.Adapter, converted, args);
+                ComputeDevice.EnsureParametersOn(model, device);
+                layers = converted.Layers.Count;
+            }
+            result = Evaluator.Run(model, windows, request.NumSamples, config.Training.LocalBatchSize, mode, warn);
+        }
+        string lora = adapter is null ? "no LoRA (r=0)" : $"LoRA r={adapter.R} alpha={adapter.LoraAlpha:G4} from {request.Adapter}";
+        string condition = !converts ? "no bitflip, no LoRA (clean baseline)"
+            : request.Bitflip
+                ? $"bitflip ON, {lora} | w_p_exp={flips.WPExp:G4} w_p_frac={flips.WPFrac:G4} " +
+                  $"x_p_exp={flips.XPExp:G4} x_p_frac={flips.XPFrac:G4} seed={flips.BaseSeed} | {layers} layers"
+                : $"no bitflip, {lora}";
         PrintTable(output, config, result, condition);
         return result;
     }

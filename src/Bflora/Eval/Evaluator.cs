@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Bflora.Data;
+using Bflora.Distributed;
 using Bflora.Models.Llama3;
 using static TorchSharp.torch;
 
@@ -42,13 +43,10 @@ public static class Evaluator
         }
         Flush();
         if (wasTraining) model.train();
-        if (sequences == 0)
-            throw new BfloraInputException($"the data is shorter than one window of seq_len {windows.SeqLen} + 1 tokens");
-        if (sequences < numSamples)
-            warn?.Invoke($"asked for {numSamples} samples but the data holds only {sequences} windows; evaluated all of them");
-        double loss = lossSum!.item<double>() / tokens;
+        Check(sequences, numSamples, windows.SeqLen, warn);
+        double sum = lossSum!.item<double>();
         lossSum.Dispose();
-        return new EvalResult(mode, sequences, tokens, loss, Math.Exp(loss));
+        return Result(mode, sequences, tokens, sum);
 
         void Flush()
         {
@@ -65,5 +63,56 @@ public static class Evaluator
             sequences += batch.Count;
             batch.Clear();
         }
+    }
+
+    /// <summary>
+    /// <see cref="Run"/> on the sharded model of an mpirun job: the same batches of <paramref name="batchSize"/> windows,
+    /// batch k·world + r computed by rank r in round k. Every rank reads the same windows, so all agree on the rounds;
+    /// a rank short of a batch in the last round computes a stand-in and counts none of it. The per-batch fp32 sums
+    /// are gathered and added in fp64 in batch order, as <see cref="Run"/> adds them.
+    /// </summary>
+    public static EvalResult RunSharded(FsdpModel fsdp, WindowReader windows, int numSamples, int batchSize, string mode,
+        Action<string>? warn = null)
+    {
+        using var noGrad = no_grad();
+        var all = new List<int[]>();
+        while (all.Count < numSamples && windows.TryNext(out var window)) all.Add(window);
+        Check(all.Count, numSamples, windows.SeqLen, warn);
+        var c = fsdp.Collectives;
+        int world = c.WorldSize, batches = (all.Count + batchSize - 1) / batchSize;
+        int rounds = (batches + world - 1) / world;
+        var sums = new float[rounds];
+        for (int round = 0; round < rounds; round++)
+        {
+            using var scope = NewDisposeScope();
+            int first = (round * world + c.Rank) * batchSize;
+            int count = Math.Clamp(all.Count - first, 0, batchSize);
+            var batch = Enumerable.Range(0, batchSize)
+                .Select(i => i < count ? all[first + i] : all[round * world * batchSize]).ToArray();
+            var (inputs, labels) = Batches.ToTensors(batch);
+            sums[round] = fsdp.CrossEntropySum(inputs, labels, count).item<float>();
+        }
+        using var mine = tensor(sums);
+        using var gathered = empty(rounds * world, ScalarType.Float32);
+        c.AllGather(mine, gathered);
+        // Round-major per rank: batch k·world + r sits at r·rounds + k.
+        var perRank = gathered.data<float>().ToArray();
+        double total = 0;
+        for (int b = 0; b < batches; b++) total += perRank[b % world * rounds + b / world];
+        return Result(mode, all.Count, (long)all.Count * windows.SeqLen, total);
+    }
+
+    private static void Check(int sequences, int numSamples, int seqLen, Action<string>? warn)
+    {
+        if (sequences == 0)
+            throw new BfloraInputException($"the data is shorter than one window of seq_len {seqLen} + 1 tokens");
+        if (sequences < numSamples)
+            warn?.Invoke($"asked for {numSamples} samples but the data holds only {sequences} windows; evaluated all of them");
+    }
+
+    private static EvalResult Result(string mode, int sequences, long tokens, double lossSum)
+    {
+        double loss = lossSum / tokens;
+        return new EvalResult(mode, sequences, tokens, loss, Math.Exp(loss));
     }
 }

@@ -3,6 +3,9 @@ using Bflora.Cli;
 using Bflora.Distributed;
 
 // Every failure leaves as one "error:" line and a non-zero code; a stack trace only when BFLORA_DEBUG is set.
+// mpirun hands each rank a pseudo-terminal, and .NET would open the console by writing the terminal's keypad-mode
+// escape (ESC[?1h ESC=) into the job's output and logs; a terminal type without one keeps the output plain text.
+if (LaunchInfo.Current.UnderMpirun) Environment.SetEnvironmentVariable("TERM", "dumb");
 if (LibTorchContext.Wanted)
 {
     try

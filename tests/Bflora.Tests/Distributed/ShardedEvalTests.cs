@@ -43,8 +43,9 @@ public sealed class ShardedEvalTests : IDisposable
         Assert.Equal(37, sharded.GetProperty("sequences").GetInt32());
         Assert.Equal(one.GetProperty("tokens").GetInt64(), sharded.GetProperty("tokens").GetInt64());
         Assert.Equal("bitflip", sharded.GetProperty("mode").GetString());
-        // Rank 0 alone prints the table.
+        // Rank 0 alone prints the table, as plain text although mpirun gives the ranks a pseudo-terminal.
         Assert.Single(run.Stdout.Split('\n'), line => line.StartsWith("loss (CE):"));
+        Assert.DoesNotContain('\u001b', run.Stdout);
     }
 
     [Fact]

@@ -30,15 +30,16 @@ public static class EvalCommand
         cmd.SetAction(parse =>
         {
             var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, BfloraCommands.Overrides(parse, set, device));
-            var collectives = StartRanks(cfg, parse.GetValue(profile));
+            var collectives = StartRanks(cfg);
             bool lead = collectives is null || collectives.Rank == 0;
             if (parse.GetValue(profile))
             {
                 // As the original: the profile measures the clean model, whatever else was asked for.
-                if (parse.GetValue(bitflip) || parse.GetValue(adapter) is not null)
+                if (lead && (parse.GetValue(bitflip) || parse.GetValue(adapter) is not null))
                     BfloraCommands.Warn("profile forces the clean model (--bitflip and --adapter are ignored)");
-                var profiled = ProfileRun.Execute(cfg, parse.GetValue(numSamples), Console.Out, BfloraCommands.Warn);
-                if (parse.GetValue(json) is { } profileJson) AtomicFile.WriteAllText(profileJson.FullName, profiled.ToJson());
+                var profiled = ProfileRun.Execute(cfg, parse.GetValue(numSamples), lead ? Console.Out : TextWriter.Null,
+                    lead ? BfloraCommands.Warn : _ => { }, collectives: collectives);
+                if (lead && parse.GetValue(json) is { } profileJson) AtomicFile.WriteAllText(profileJson.FullName, profiled.ToJson());
                 return ExitCodes.Ok;
             }
             var request = new EvalRequest(parse.GetValue(numSamples), parse.GetValue(bitflip), parse.GetValue(bitflipSeed),
@@ -55,11 +56,9 @@ public static class EvalCommand
     /// Under mpirun, the collectives of a sharded eval (parallelism.fsdp_degree must be the job's size, as for train);
     /// in one process null, and the model is whole whatever fsdp_degree says. Refusals come before MPI starts.
     /// </summary>
-    static ICollectives? StartRanks(BfloraConfig config, bool profile)
+    static ICollectives? StartRanks(BfloraConfig config)
     {
         if (!LaunchInfo.Current.UnderMpirun) return null;
-        if (profile && LaunchInfo.Current.WorldSize > 1)
-            throw new BfloraInputException("eval --profile runs in one process: launch it without mpirun");
         ComputeDevice.EnsureSingleGpu(config);
         return DistributedRuntime.Start(config.Parallelism.FsdpDegree);
     }

@@ -1,3 +1,4 @@
+using Bflora.Bitflip;
 using Bflora.Checkpoints;
 using Bflora.Config;
 using Bflora.Lora;
@@ -67,10 +68,11 @@ public sealed partial class FsdpModel : IDisposable
     /// Builds the sharded model: meta Transformer → parameters as gather-buffer views → conversion (flip seeds and
     /// LoRA init exactly as at world 1; then <paramref name="adapter"/>'s PEFT weights, when given) → LoRA values moved
     /// into shards → this rank's frozen ranges loaded. Training passes <paramref name="masterDtype"/> for the optimizer
-    /// slots; evaluation, which has none, passes null.
+    /// slots; evaluation, which has none, passes null. Without <paramref name="convert"/> the Linears stay plain (the
+    /// clean model), and the skip patterns still decide whether the head is vocabulary-parallel, as they would if converting.
     /// </summary>
     public static FsdpModel Build(BfloraConfig config, ModelArgs args, string? modelFolder, ConversionOptions options,
-        ICollectives c, ScalarType? masterDtype, string? adapter = null)
+        ICollectives c, ScalarType? masterDtype, string? adapter = null, bool convert = true)
     {
         int world = c.WorldSize;
         // The converter leaves "output" alone when a skip pattern matches it; a plain frozen head can be vocab-parallel.
@@ -118,7 +120,7 @@ public sealed partial class FsdpModel : IDisposable
             if (args.TieEmbeddings && !vocabParallel) model.TieOutputToEmbedding();
             model.eval();
 
-            var converted = BitFlipConverter.Convert(model, options);
+            var converted = convert ? BitFlipConverter.Convert(model, options) : new ConvertedModel(new FlipStep(), []);
             if (adapter is not null) PeftAdapter.Load(adapter, converted, args);
             var loraParams = new Dictionary<string, List<(string Name, Parameter P)>>();
             foreach (var u in order) loraParams[u] = new();

@@ -22,9 +22,6 @@ public sealed record EvalRequest(int NumSamples = 256, bool Bitflip = false, lon
 /// </summary>
 public static class EvalRun
 {
-    /// <summary>A skip pattern every layer name contains: the sharded model then converts nothing (the clean eval).</summary>
-    private static readonly string[] AllLayers = { "" };
-
     public static EvalResult Execute(BfloraConfig config, EvalRequest request, TextWriter output, Action<string> warn,
         ICollectives? collectives = null)
     {
@@ -47,8 +44,7 @@ public static class EvalRun
         int layers;
         if (collectives is { WorldSize: > 1 })
         {
-            var plain = converts ? options : options with { SkipPatterns = AllLayers };
-            using var fsdp = FsdpModel.Build(config, args, modelFolder, plain, collectives, masterDtype: null, request.Adapter);
+            using var fsdp = FsdpModel.Build(config, args, modelFolder, options, collectives, masterDtype: null, request.Adapter, converts);
             layers = fsdp.Converted.Layers.Count;
             result = Evaluator.RunSharded(fsdp, windows, request.NumSamples, config.Training.LocalBatchSize, mode, warn);
         }

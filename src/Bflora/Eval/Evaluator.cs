@@ -69,10 +69,11 @@ public static class Evaluator
     /// <see cref="Run"/> on the sharded model of an mpirun job: the same batches of <paramref name="batchSize"/> windows,
     /// batch k·world + r computed by rank r in round k. Every rank reads the same windows, so all agree on the rounds;
     /// a rank short of a batch in the last round computes a stand-in and counts none of it. The per-batch fp32 sums
-    /// are gathered and added in fp64 in batch order, as <see cref="Run"/> adds them.
+    /// are gathered and added in fp64 in batch order, as <see cref="Run"/> adds them. <paramref name="counting"/> hears,
+    /// before each batch, how many of its windows are real.
     /// </summary>
     public static EvalResult RunSharded(FsdpModel fsdp, WindowReader windows, int numSamples, int batchSize, string mode,
-        Action<string>? warn = null)
+        Action<string>? warn = null, Action<long>? counting = null)
     {
         using var noGrad = no_grad();
         var all = new List<int[]>();
@@ -90,6 +91,7 @@ public static class Evaluator
             var batch = Enumerable.Range(0, batchSize)
                 .Select(i => i < count ? all[first + i] : all[round * world * batchSize]).ToArray();
             var (inputs, labels) = Batches.ToTensors(batch);
+            counting?.Invoke(count);
             sums[round] = fsdp.CrossEntropySum(inputs, labels, count).item<float>();
         }
         using var mine = tensor(sums);

@@ -24,6 +24,9 @@ public sealed class MagnitudeHistogram
     /// <summary>Values counted.</summary>
     public long Count { get; private set; }
 
+    /// <summary>The count of every bin, in bin order (for merging histograms across ranks).</summary>
+    internal ReadOnlySpan<long> Counts => _counts;
+
     /// <summary>Values counted in the bin of this bf16 magnitude pattern.</summary>
     public long CountOf(ushort bin) => _counts[bin];
 

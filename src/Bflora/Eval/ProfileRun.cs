@@ -3,7 +3,10 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Bflora.Config;
 using Bflora.Data;
+using Bflora.Bitflip;
 using Bflora.Devices;
+using Bflora.Distributed;
+using Bflora.Lora;
 using Bflora.Models;
 
 namespace Bflora.Eval;
@@ -67,17 +70,29 @@ public sealed record ProfileResult(
 /// <summary>`bflora eval --profile`: the seed's profile mode on the clean model (no flips, no LoRA).</summary>
 public static class ProfileRun
 {
+    /// <summary>
+    /// Profiles the clean model; given collectives of more than one rank (an mpirun job) it is sharded over them, and
+    /// rank 0 alone should be handed a real <paramref name="output"/>.
+    /// </summary>
     public static ProfileResult Execute(BfloraConfig config, int numSamples, TextWriter output, Action<string> warn,
-        EvalSplit split = EvalSplit.Head)
+        EvalSplit split = EvalSplit.Head, ICollectives? collectives = null)
     {
         if (numSamples <= 0) throw new BfloraInputException("--num-samples must be positive");
         var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
-        using var model = ModelBuilder.Build(config, args, modelFolder, device: ComputeDevice.Resolve(config.Training.Device));
         using var windows = EvalWindows.Open(config, tokenizer, split);
         EvalResult eval;
         ProfileResult result;
-        using (var profiler = Profiler.Attach(model, config.Bitflip.SkipPatterns))
+        if (collectives is { WorldSize: > 1 })
         {
+            var clean = new ConversionOptions(FlipSettings.Off, 0, 1, config.Bitflip.SkipPatterns);
+            using var fsdp = FsdpModel.Build(config, args, modelFolder, clean, collectives, masterDtype: null, convert: false);
+            (eval, result) = ShardedProfile.Run(fsdp, config.Bitflip.SkipPatterns, windows, numSamples,
+                config.Training.LocalBatchSize, warn);
+        }
+        else
+        {
+            using var model = ModelBuilder.Build(config, args, modelFolder, device: ComputeDevice.Resolve(config.Training.Device));
+            using var profiler = Profiler.Attach(model, config.Bitflip.SkipPatterns);
             eval = Evaluator.Run(model, windows, numSamples, config.Training.LocalBatchSize, "clean", warn);
             result = new ProfileResult(eval, profiler.Layers, MagnitudeSummary.Of(profiler.Activations),
                 MagnitudeSummary.Of(profiler.Weights));

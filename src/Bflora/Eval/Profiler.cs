@@ -52,11 +52,21 @@ public sealed class Profiler : IDisposable
     /// </summary>
     [ThreadStatic] internal static bool CountCpuInputsAsOnDevice;
 
+    /// <summary>The profiled layers' names, in <see cref="Layers"/>' order.</summary>
+    public IReadOnlyList<string> Names => _observers.Select(o => o.Name).ToList();
+
     /// <summary>
-    /// Counts the weights now and hooks the inputs of every Linear whose name contains none of
-    /// <paramref name="skipPatterns"/> (the converter's rule, on the clean model).
+    /// How many leading windows (rows of dimension 0) of each input to count; null: all. A sharded batch filled up
+    /// with stand-in windows counts only its own.
     /// </summary>
-    public static Profiler Attach(Transformer model, IReadOnlyList<string> skipPatterns)
+    public long? CountedWindows { get; set; }
+
+    /// <summary>
+    /// Counts the weights now (unless <paramref name="countWeights"/> is false: a sharded model's weights are only
+    /// views of gather buffers, and its ranks count their shards instead) and hooks the inputs of every Linear whose
+    /// name contains none of <paramref name="skipPatterns"/> (the converter's rule, on the clean model).
+    /// </summary>
+    public static Profiler Attach(Transformer model, IReadOnlyList<string> skipPatterns, bool countWeights = true)
     {
         var profiler = new Profiler();
         var slots = model.LinearSlots()
@@ -72,9 +82,9 @@ public sealed class Profiler : IDisposable
                 if (skipPatterns.Any(p => name.Contains(p, StringComparison.Ordinal))) continue;
                 if (current is not Linear linear)
                     throw new InvalidOperationException($"'{name}' is a {current.GetType().Name}, not a plain Linear; profile the clean model");
-                var observer = new Observer(name, linear, profiler._activations)
+                var observer = new Observer(name, linear, profiler)
                 {
-                    WeightMax = profiler.Weights.AddTensor(linear.weight!),
+                    WeightMax = countWeights ? profiler.Weights.AddTensor(linear.weight!) : (ushort)0,
                 };
                 replace(observer);
                 profiler._observers.Add(observer);
@@ -118,13 +128,13 @@ public sealed class Profiler : IDisposable
         // The Linear is reached through a delegate, not a Module-typed field: TorchSharp adopts Module fields as
         // children and would dispose the model's own Linear (and its weight) with the observer.
         private readonly Func<Tensor, Tensor> _inner;
-        private readonly MagnitudeHistogram _activations;
+        private readonly Profiler _owner;
 
-        public Observer(string name, Linear inner, MagnitudeHistogram activations) : base($"ProfileObserver({name})")
+        public Observer(string name, Linear inner, Profiler owner) : base($"ProfileObserver({name})")
         {
             Name = name;
             _inner = inner.call;
-            _activations = activations;
+            _owner = owner;
         }
 
         public string Name { get; }
@@ -137,10 +147,11 @@ public sealed class Profiler : IDisposable
         {
             using (no_grad())
             {
+                using var counted = _owner.CountedWindows is { } windows ? input.narrow(0, 0, windows) : input.alias();
                 if (input.device_type != DeviceType.CPU || CountCpuInputsAsOnDevice)
-                    (_onDevice ??= new DeviceBinCounts(input.device)).Add(input);
+                    (_onDevice ??= new DeviceBinCounts(input.device)).Add(counted);
                 else
-                    InputMax = Math.Max(InputMax, _activations.AddTensor(input));
+                    InputMax = Math.Max(InputMax, _owner._activations.AddTensor(counted));
             }
             return _inner(input);
         }
@@ -148,7 +159,7 @@ public sealed class Profiler : IDisposable
         /// <summary>Reads what was counted on the device into the histogram and this layer's maximum.</summary>
         public void Collect()
         {
-            if (_onDevice is not null) InputMax = Math.Max(InputMax, _onDevice.MoveInto(_activations));
+            if (_onDevice is not null) InputMax = Math.Max(InputMax, _onDevice.MoveInto(_owner._activations));
         }
 
         protected override void Dispose(bool disposing)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Launches `bflora train` on NPROC_PER_NODE x NNODES ranks with Open MPI, like the original's torchrun run.sh:
+# Launches `bflora train` (or `bflora eval`) on NPROC_PER_NODE x NNODES ranks with Open MPI, like the original's
+# torchrun run.sh:
 #   scripts/run.sh CONFIG [train args...]
+#   scripts/run.sh eval CONFIG [eval args...]
 # Environment:
 #   NPROC_PER_NODE  ranks per node [the config's parallelism.fsdp_degree ÷ NNODES, or a --set of it among the args]
 #   NNODES          nodes [1]
@@ -11,8 +13,10 @@
 #   MPIRUN_ARGS     extra mpirun arguments (e.g. "--mca btl_tcp_if_include eth0")
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+command=train
+if [[ "${1:-}" == train || "${1:-}" == eval ]]; then command="$1"; shift; fi
 if [[ $# -lt 1 || ! -f "$1" ]]; then
-  echo "error: usage: scripts/run.sh CONFIG [train args...] (CONFIG must be a file)" >&2
+  echo "error: usage: scripts/run.sh [train|eval] CONFIG [args...] (CONFIG must be a file)" >&2
   exit 2
 fi
 config="$1"; shift
@@ -62,13 +66,12 @@ if [[ "$(id -u)" == 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS
 # Build once here, not in every rank (the wrapper would serialise them on a lock anyway).
 "$root/bflora" --help >/dev/null
 
-# Environment the ranks on other nodes need too. TERM=dumb: mpirun gives ranks a pseudo-terminal, and .NET would
-# otherwise print a keypad escape sequence (ESC[?1h ESC=) into the output; under mpirun progress is plain lines anyway.
-forward=(-x TERM=dumb)
+# Environment the ranks on other nodes need too.
+forward=()
 for v in PATH HF_HOME BFLORA_DEBUG; do [[ -n "${!v:-}" ]] && forward+=(-x "$v"); done
 
 # --bind-to none: each rank runs cores ÷ ranks-per-node torch threads, which a one-core binding would squeeze.
 # shellcheck disable=SC2086
 set -x
 exec mpirun -n "$world" --map-by "ppr:$NPROC_PER_NODE:node" --bind-to none "${hosts[@]}" "${forward[@]}" ${MPIRUN_ARGS:-} \
-  "$root/bflora" train --config "$config" "$@"
+  "$root/bflora" "$command" --config "$config" "$@"

@@ -86,6 +86,24 @@ public sealed class ShardedEvalTests : IDisposable
     }
 
     [Fact]
+    public void Run_sh_launches_eval_on_the_config_s_ranks()
+    {
+        // fsdp_degree from a --set among the arguments sets the number of ranks, as for train.
+        string json = Path.Combine(_root, "run-sh.json");
+        var start = new System.Diagnostics.ProcessStartInfo(RepoPaths.Of("scripts", "run.sh"))
+        {
+            WorkingDirectory = RepoPaths.Root, RedirectStandardOutput = true, RedirectStandardError = true,
+        };
+        foreach (var a in new[] { "eval", "configs/debug.toml", "--num-samples", "37", "--json", json, "--set", "parallelism.fsdp_degree=2" })
+            start.ArgumentList.Add(a);
+        start.Environment["OMPI_MCA_rmaps_base_oversubscribe"] = "1";
+        var run = ChildProcess.Finish(System.Diagnostics.Process.Start(start)!, Timeout, "scripts/run.sh");
+        Assert.True(run.ExitCode == 0, $"{run.Stdout}\n{run.Stderr}");
+        Assert.Contains("mpirun -n 2", run.Stderr);
+        Assert.Equal(37, JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("sequences").GetInt32());
+    }
+
+    [Fact]
     public void A_world_size_that_is_not_fsdp_degree_is_refused_once()
     {
         string json = Path.Combine(_root, "refused.json");

@@ -12,49 +12,52 @@ public static class HfCheckpointWriter
     /// many data bytes (a larger tensor gets a shard of its own) and <c>model.safetensors.index.json</c> maps them.
     /// </summary>
     public static void Write(string folder, IReadOnlyDictionary<string, Tensor> tensors,
+        IReadOnlyDictionary<string, string>? metadata = null, long? maxShardBytes = null) =>
+        Write(folder, TensorSource.Of(tensors), metadata, maxShardBytes);
+
+    /// <summary>The same from sources, each loaded only while its shard is written (see <see cref="TensorSource"/>).</summary>
+    public static void Write(string folder, IReadOnlyList<TensorSource> sources,
         IReadOnlyDictionary<string, string>? metadata = null, long? maxShardBytes = null)
     {
         if (maxShardBytes is <= 0) throw new ArgumentOutOfRangeException(nameof(maxShardBytes), "must be positive");
         Directory.CreateDirectory(folder);
-        long totalBytes = tensors.Values.Sum(SafetensorsWriter.DataBytes);
+        long totalBytes = sources.Sum(s => s.Bytes);
         if (maxShardBytes is null || totalBytes <= maxShardBytes)
         {
-            SafetensorsWriter.Write(Path.Combine(folder, HfCheckpoint.SingleFileName), tensors, metadata);
+            SafetensorsWriter.Write(Path.Combine(folder, HfCheckpoint.SingleFileName), sources, metadata);
             // Readers prefer an index, so one left from an earlier sharded write would hide the new file.
             File.Delete(Path.Combine(folder, HfCheckpoint.IndexFileName));
             return;
         }
 
-        var shards = SplitIntoShards(tensors, maxShardBytes.Value);
+        var shards = SplitIntoShards(sources, maxShardBytes.Value);
         var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
         for (int i = 0; i < shards.Count; i++)
         {
             string shardName = $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
-            var shardTensors = shards[i].ToDictionary(name => name, name => tensors[name]);
-            SafetensorsWriter.Write(Path.Combine(folder, shardName), shardTensors, metadata);
-            foreach (var name in shards[i]) weightMap[name] = shardName;
+            SafetensorsWriter.Write(Path.Combine(folder, shardName), shards[i], metadata);
+            foreach (var source in shards[i]) weightMap[source.Name] = shardName;
         }
         // The index goes last: a reader that finds it can rely on every shard it names being complete.
         WriteIndex(Path.Combine(folder, HfCheckpoint.IndexFileName), totalBytes, weightMap);
         File.Delete(Path.Combine(folder, HfCheckpoint.SingleFileName));
     }
 
-    private static List<List<string>> SplitIntoShards(IReadOnlyDictionary<string, Tensor> tensors, long maxShardBytes)
+    private static List<List<TensorSource>> SplitIntoShards(IReadOnlyList<TensorSource> sources, long maxShardBytes)
     {
-        var shards = new List<List<string>>();
-        var current = new List<string>();
+        var shards = new List<List<TensorSource>>();
+        var current = new List<TensorSource>();
         long currentBytes = 0;
-        foreach (var name in tensors.Keys.Order(StringComparer.Ordinal))
+        foreach (var source in sources.OrderBy(s => s.Name, StringComparer.Ordinal))
         {
-            long bytes = SafetensorsWriter.DataBytes(tensors[name]);
-            if (current.Count > 0 && currentBytes + bytes > maxShardBytes)
+            if (current.Count > 0 && currentBytes + source.Bytes > maxShardBytes)
             {
                 shards.Add(current);
                 current = [];
                 currentBytes = 0;
             }
-            current.Add(name);
-            currentBytes += bytes;
+            current.Add(source);
+            currentBytes += source.Bytes;
         }
         if (current.Count > 0) shards.Add(current);
         return shards;

@@ -97,14 +97,22 @@ public sealed class LlamaHfCheckpoint
     /// plus config.json.
     /// </summary>
     public static void Export(string folder, IReadOnlyDictionary<string, Tensor> titanTensors, ModelArgs args,
+        int bosTokenId, int eosTokenId, long? maxShardBytes = null) =>
+        Export(folder, TensorSource.Of(titanTensors), args, bosTokenId, eosTokenId, maxShardBytes);
+
+    /// <summary>The same from torchtitan-named sources, each loaded (and its rows permuted) only when it is written.</summary>
+    public static void Export(string folder, IReadOnlyList<TensorSource> titanSources, ModelArgs args,
         int bosTokenId, int eosTokenId, long? maxShardBytes = null)
     {
-        using var scope = NewDisposeScope();
-        var hfTensors = new Dictionary<string, Tensor>();
-        foreach (var (titanKey, tensor) in titanTensors)
-            hfTensors.Add(LlamaKeyMap.TitanToHf(titanKey),
-                LlamaKeyMap.PermutedHeads(titanKey, args) is { } heads ? LlamaKeyMap.TitanToHfRows(tensor, heads) : tensor);
-        HfCheckpointWriter.Write(folder, hfTensors, new Dictionary<string, string> { ["format"] = "pt" }, maxShardBytes);
+        var hfSources = titanSources.Select(s => LlamaKeyMap.PermutedHeads(s.Name, args) is { } heads
+                ? new TensorSource(LlamaKeyMap.TitanToHf(s.Name), s.Dtype, s.Shape, () =>
+                {
+                    using var titanRows = s.Load();
+                    return LlamaKeyMap.TitanToHfRows(titanRows, heads);
+                })
+                : s with { Name = LlamaKeyMap.TitanToHf(s.Name) })
+            .ToList();
+        HfCheckpointWriter.Write(folder, hfSources, new Dictionary<string, string> { ["format"] = "pt" }, maxShardBytes);
         HfConfig.Write(Path.Combine(folder, HfConfig.FileName), args, bosTokenId, eosTokenId);
     }
 }

@@ -15,12 +15,23 @@ public static class SafetensorsWriter
     /// <paramref name="path"/> only once complete, so a crash never leaves a half-written checkpoint behind.
     /// </summary>
     public static void Write(string path, IReadOnlyDictionary<string, Tensor> tensors,
-        IReadOnlyDictionary<string, string>? metadata = null)
+        IReadOnlyDictionary<string, string>? metadata = null) => Write(path, TensorSource.Of(tensors), metadata);
+
+    /// <summary>
+    /// <see cref="Write(string, IReadOnlyDictionary{string, Tensor}, IReadOnlyDictionary{string, string}?)"/> from
+    /// sources: the header comes from their shapes, then each is loaded, written and disposed in turn.
+    /// </summary>
+    public static void Write(string path, IReadOnlyList<TensorSource> sources, IReadOnlyDictionary<string, string>? metadata = null)
     {
-        if (tensors.ContainsKey(MetadataKey))
-            throw new ArgumentException($"'{MetadataKey}' is reserved for metadata and cannot name a tensor");
-        var names = tensors.Keys.Order(StringComparer.Ordinal).ToList();
-        byte[] header = BuildHeader(names, tensors, metadata);
+        var byName = new Dictionary<string, TensorSource>(StringComparer.Ordinal);
+        foreach (var s in sources)
+        {
+            if (s.Name == MetadataKey)
+                throw new ArgumentException($"'{MetadataKey}' is reserved for metadata and cannot name a tensor");
+            if (!byName.TryAdd(s.Name, s)) throw new ArgumentException($"two tensors are named '{s.Name}'");
+        }
+        var ordered = byName.Keys.Order(StringComparer.Ordinal).Select(n => byName[n]).ToList();
+        byte[] header = BuildHeader(ordered, metadata);
 
         AtomicFile.Write(path, stream =>
         {
@@ -28,15 +39,21 @@ public static class SafetensorsWriter
             BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
             stream.Write(length);
             stream.Write(header);
-            foreach (var name in names) WriteTensorBytes(stream, tensors[name]);
+            foreach (var source in ordered)
+            {
+                using var t = source.Load();
+                if (t.dtype != source.Dtype || !t.shape.SequenceEqual(source.Shape))
+                    throw new InvalidOperationException($"tensor '{source.Name}' was announced as {source.Dtype} " +
+                        $"[{string.Join(", ", source.Shape)}] but loaded as {t.dtype} [{string.Join(", ", t.shape)}]");
+                WriteTensorBytes(stream, t);
+            }
         });
     }
 
     /// <summary>Bytes the tensor data of a file holding these tensors will take (headers excluded).</summary>
     public static long DataBytes(Tensor t) => t.numel() * SafetensorsDtype.SizeOf(t.dtype);
 
-    private static byte[] BuildHeader(IReadOnlyList<string> names, IReadOnlyDictionary<string, Tensor> tensors,
-        IReadOnlyDictionary<string, string>? metadata)
+    private static byte[] BuildHeader(IReadOnlyList<TensorSource> sources, IReadOnlyDictionary<string, string>? metadata)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer))
@@ -50,14 +67,13 @@ public static class SafetensorsWriter
                 json.WriteEndObject();
             }
             long offset = 0;
-            foreach (var name in names)
+            foreach (var source in sources)
             {
-                var t = tensors[name];
-                long length = DataBytes(t);
-                json.WriteStartObject(name);
-                json.WriteString("dtype", SafetensorsDtype.NameOf(t.dtype));
+                long length = source.Bytes;
+                json.WriteStartObject(source.Name);
+                json.WriteString("dtype", SafetensorsDtype.NameOf(source.Dtype));
                 json.WriteStartArray("shape");
-                foreach (long d in t.shape) json.WriteNumberValue(d);
+                foreach (long d in source.Shape) json.WriteNumberValue(d);
                 json.WriteEndArray();
                 json.WriteStartArray("data_offsets");
                 json.WriteNumberValue(offset);

@@ -2,6 +2,7 @@ using Bflora.Checkpoints;
 using Bflora.Config;
 using Bflora.Eval;
 using Bflora.Models;
+using Bflora.Models.Llama3;
 using static TorchSharp.torch;
 
 namespace Bflora.Lora;
@@ -45,34 +46,47 @@ public static class AdapterExport
         }
     }
 
+    /// <summary>HF's default shard size for save_pretrained (5 GB), so a merged 70B model is a familiar set of files.</summary>
+    public const long MergedShardBytes = 5_000_000_000;
+
     /// <summary>
-    /// Loads the base model of <paramref name="config"/>, merges W + (α/r)·B·A in fp32 and rounds to bf16, and writes
-    /// an HF-layout model folder (plus the model folder's tokenizer files, if it has any).
+    /// Writes the base model of <paramref name="config"/> with the adapter merged in, W + (α/r)·B·A computed in fp32
+    /// and rounded to bf16, as an HF-layout model folder (plus the model folder's tokenizer files, if it has any). The
+    /// model is never held whole: each weight is read (or generated), merged and written in turn.
     /// </summary>
     public static void WriteMerged(BfloraConfig config, string adapterFolder, string outFolder)
     {
         var adapter = Validate(adapterFolder);
         var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
-        using var model = ModelBuilder.Build(config, args, modelFolder);
+        var values = ModelBuilder.ParameterValues(config, args, modelFolder);
+        List<(string Name, long[] Shape)> parameters;
+        using (var meta = new Transformer(args, META, ScalarType.BFloat16))
+            parameters = meta.named_parameters()
+                .Where(p => !(p.name == "output.weight" && args.TieEmbeddings))
+                .Select(p => (p.name, p.parameter.shape)).ToList();
         var weights = PeftAdapter.ReadWeights(adapterFolder, args, ScalarType.Float32);
-        using var scope = NewDisposeScope();
         try
         {
-            var tensors = model.named_parameters()
-                .Where(p => !(p.name == "output.weight" && args.TieEmbeddings))
-                .ToDictionary(p => p.name, p => (Tensor)p.parameter.detach());
-            double scaling = adapter.LoraAlpha / adapter.R;
+            var shapes = parameters.ToDictionary(p => p.Name, p => p.Shape);
             foreach (var (name, (a, b)) in weights)
             {
                 string key = name + ".weight";
-                if (!tensors.TryGetValue(key, out var w))
+                if (!shapes.TryGetValue(key, out var w))
                     throw new BfloraInputException($"{adapterFolder}: the model has no weight '{key}' to merge into");
-                if (w.shape[0] != b.shape[0] || w.shape[1] != a.shape[1])
+                if (w[0] != b.shape[0] || w[1] != a.shape[1])
                     throw new BfloraInputException($"{adapterFolder}: the adapter of '{name}' does not fit its weight " +
-                                                   $"[{string.Join(", ", w.shape)}]");
-                tensors[key] = w.to(ScalarType.Float32).add(b.matmul(a).mul(scaling)).to(ScalarType.BFloat16);
+                                                   $"[{string.Join(", ", w)}]");
             }
-            LlamaHfCheckpoint.Export(outFolder, tensors, args, tokenizer.BosId, tokenizer.EosId);
+            double scaling = adapter.LoraAlpha / adapter.R;
+            var sources = parameters.Select(p => new TensorSource(p.Name, ScalarType.BFloat16, p.Shape, () =>
+            {
+                var w = values(p.Name, p.Shape);
+                if (!p.Name.EndsWith(".weight", StringComparison.Ordinal) ||
+                    !weights.TryGetValue(p.Name[..^".weight".Length], out var ab)) return w;
+                using var scope = NewDisposeScope();
+                using (w) return w.to(ScalarType.Float32).add(ab.B.matmul(ab.A).mul(scaling)).to(ScalarType.BFloat16).MoveToOuterDisposeScope();
+            })).ToList();
+            LlamaHfCheckpoint.Export(outFolder, sources, args, tokenizer.BosId, tokenizer.EosId, MergedShardBytes);
         }
         finally
         {

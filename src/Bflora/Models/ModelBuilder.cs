@@ -92,10 +92,7 @@ public static class ModelBuilder
         var model = new Transformer(args, META, ScalarType.BFloat16, linear);
         try
         {
-            if (config.Model.Init == "random")
-                ModelInit.Random(model, config.Model.InitSeed, device: device);
-            else
-                LoadPretrained(model, modelFolder!, device);
+            ModelInit.Materialize(model, ParameterValues(config, args, modelFolder), device);
             model.eval();
             return model;
         }
@@ -106,10 +103,16 @@ public static class ModelBuilder
         }
     }
 
-    private static void LoadPretrained(Transformer model, string folder, Device? device)
+    /// <summary>
+    /// Where the parameters' bf16 values come from, one at a time by (name, shape): the seeded random init, or the
+    /// pretrained checkpoint (its shape checked against the model's).
+    /// </summary>
+    public static Func<string, long[], Tensor> ParameterValues(BfloraConfig config, ModelArgs args, string? modelFolder)
     {
-        var checkpoint = LlamaHfCheckpoint.Open(folder, model.Args);
-        ModelInit.Materialize(model, (name, shape) =>
+        if (config.Model.Init == "random")
+            return (name, shape) => ModelInit.RandomParameter(args, name, shape, config.Model.InitSeed, ScalarType.BFloat16);
+        var checkpoint = LlamaHfCheckpoint.Open(modelFolder!, args);
+        return (name, shape) =>
         {
             var info = checkpoint.Info(name);
             if (!info.Shape.SequenceEqual(shape))
@@ -118,6 +121,6 @@ public static class ModelBuilder
             var value = empty(shape, ScalarType.BFloat16);
             checkpoint.Read(name, value);
             return value;
-        }, device);
+        };
     }
 }

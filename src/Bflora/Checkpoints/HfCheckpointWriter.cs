@@ -31,13 +31,30 @@ public static class HfCheckpointWriter
         }
 
         var shards = SplitIntoShards(sources, maxShardBytes.Value);
+        WriteShards(folder, shards, shards.Count, metadata);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="count"/> given shards, each taken from <paramref name="shards"/> only when the one before
+    /// is on disk (a sharded trainer gathers a unit per shard), then the index that maps them.
+    /// </summary>
+    public static void WriteShards(string folder, IEnumerable<IReadOnlyList<TensorSource>> shards, int count,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        Directory.CreateDirectory(folder);
         var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        for (int i = 0; i < shards.Count; i++)
+        long totalBytes = 0;
+        int i = 0;
+        foreach (var shard in shards)
         {
-            string shardName = $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
-            SafetensorsWriter.Write(Path.Combine(folder, shardName), shards[i], metadata);
-            foreach (var source in shards[i]) weightMap[source.Name] = shardName;
+            if (i == count) throw new ArgumentException($"more than the {count} shards announced", nameof(shards));
+            string shardName = $"model-{i + 1:D5}-of-{count:D5}.safetensors";
+            SafetensorsWriter.Write(Path.Combine(folder, shardName), shard, metadata);
+            foreach (var source in shard) weightMap[source.Name] = shardName;
+            totalBytes += shard.Sum(source => source.Bytes);
+            i++;
         }
+        if (i != count) throw new ArgumentException($"{i} shards, {count} announced", nameof(shards));
         // The index goes last: a reader that finds it can rely on every shard it names being complete.
         WriteIndex(Path.Combine(folder, HfCheckpoint.IndexFileName), totalBytes, weightMap);
         File.Delete(Path.Combine(folder, HfCheckpoint.SingleFileName));

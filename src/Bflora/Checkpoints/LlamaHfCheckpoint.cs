@@ -104,7 +104,23 @@ public sealed class LlamaHfCheckpoint
     public static void Export(string folder, IReadOnlyList<TensorSource> titanSources, ModelArgs args,
         int bosTokenId, int eosTokenId, long? maxShardBytes = null)
     {
-        var hfSources = titanSources.Select(s => LlamaKeyMap.PermutedHeads(s.Name, args) is { } heads
+        HfCheckpointWriter.Write(folder, ToHf(titanSources, args), Metadata, maxShardBytes);
+        HfConfig.Write(Path.Combine(folder, HfConfig.FileName), args, bosTokenId, eosTokenId);
+    }
+
+    /// <summary>The same with the shards given: each of the <paramref name="count"/> is written before the next is taken.</summary>
+    public static void ExportShards(string folder, IEnumerable<IReadOnlyList<TensorSource>> titanShards, int count,
+        ModelArgs args, int bosTokenId, int eosTokenId)
+    {
+        HfCheckpointWriter.WriteShards(folder, titanShards.Select(shard => ToHf(shard, args)), count, Metadata);
+        HfConfig.Write(Path.Combine(folder, HfConfig.FileName), args, bosTokenId, eosTokenId);
+    }
+
+    private static readonly Dictionary<string, string> Metadata = new() { ["format"] = "pt" };
+
+    /// <summary>HF names, and q/k rows permuted back to HF order as each tensor is loaded.</summary>
+    private static IReadOnlyList<TensorSource> ToHf(IReadOnlyList<TensorSource> titanSources, ModelArgs args) =>
+        titanSources.Select(s => LlamaKeyMap.PermutedHeads(s.Name, args) is { } heads
                 ? new TensorSource(LlamaKeyMap.TitanToHf(s.Name), s.Dtype, s.Shape, () =>
                 {
                     using var titanRows = s.Load();
@@ -112,7 +128,4 @@ public sealed class LlamaHfCheckpoint
                 })
                 : s with { Name = LlamaKeyMap.TitanToHf(s.Name) })
             .ToList();
-        HfCheckpointWriter.Write(folder, hfSources, new Dictionary<string, string> { ["format"] = "pt" }, maxShardBytes);
-        HfConfig.Write(Path.Combine(folder, HfConfig.FileName), args, bosTokenId, eosTokenId);
-    }
 }

@@ -31,6 +31,8 @@ public sealed partial class FsdpModel : IDisposable
     public FsdpUnit Head { get; }
     /// <summary>The output head's row shards when vocabulary-parallel (the embedding's when tied); else null.</summary>
     public FsdpUnit? OutputRows { get; }
+    /// <summary>Every weight trains (training.trainable = "full"); else only the LoRA adapters do.</summary>
+    public bool FullTraining => Units[0].FullTraining;
     /// <summary>Embedding lookup and cross-entropy run vocabulary-parallel (the head is frozen and unflipped).</summary>
     public bool VocabParallelHead { get; }
     public IReadOnlyList<FsdpUnit> Units { get; }
@@ -51,7 +53,7 @@ public sealed partial class FsdpModel : IDisposable
         Embedding = units.FirstOrDefault(u => u.Name == EmbeddingUnit) ?? Head;
         OutputRows = vocabParallel ? units.FirstOrDefault(u => u.Name == OutputUnit) ?? Embedding : null;
         _buffers = buffers;
-        long loraMax = units.Max(u => u.Lora.PaddedNumel);
+        long loraMax = units.Max(u => u.Trained.PaddedNumel);
         _gradFull = zeros(loraMax, ScalarType.Float32);
         _gradShard = zeros(loraMax / c.WorldSize, ScalarType.Float32);
     }
@@ -70,13 +72,15 @@ public sealed partial class FsdpModel : IDisposable
     /// into shards → this rank's frozen ranges loaded. Training passes <paramref name="masterDtype"/> for the optimizer
     /// slots; evaluation, which has none, passes null. Without <paramref name="convert"/> the Linears stay plain (the
     /// clean model), and the skip patterns still decide whether the head is vocabulary-parallel, as they would if converting.
+    /// With <paramref name="fullTraining"/> every weight trains (sharded masters, moments and gradients of the weights).
     /// </summary>
     public static FsdpModel Build(BfloraConfig config, ModelArgs args, string? modelFolder, ConversionOptions options,
-        ICollectives c, ScalarType? masterDtype, string? adapter = null, bool convert = true)
+        ICollectives c, ScalarType? masterDtype, string? adapter = null, bool convert = true, bool fullTraining = false)
     {
         int world = c.WorldSize;
         // The converter leaves "output" alone when a skip pattern matches it; a plain frozen head can be vocab-parallel.
-        bool vocabParallel = options.SkipPatterns.Any(p => "output".Contains(p, StringComparison.Ordinal));
+        // A head that trains is gathered like a block instead (so is the embedding), and its gradient comes from autograd.
+        bool vocabParallel = !fullTraining && options.SkipPatterns.Any(p => "output".Contains(p, StringComparison.Ordinal));
         if (vocabParallel && args.VocabSize >= 1 << 24)
             throw new BfloraInputException($"vocabulary of {args.VocabSize} ids: token ids travel as fp32 and must stay below 2^24");
         var model = new Transformer(args, META, ScalarType.BFloat16);
@@ -133,7 +137,9 @@ public sealed partial class FsdpModel : IDisposable
             for (int p = 0; p < 2; p++)
                 buffers[p].AllocateLora(lora.Where(l => ParityOf(l.Key) == p).Select(l => l.Value.PaddedNumel).DefaultIfEmpty(0).Max());
 
-            var units = order.Select(u => new FsdpUnit(u, ParityOf(u), frozen[u], lora[u], loraParams[u].Select(p => p.P).ToList())).ToList();
+            var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+            var units = order.Select(u => new FsdpUnit(u, ParityOf(u), frozen[u], lora[u], loraParams[u].Select(p => p.P).ToList(),
+                fullTraining ? frozen[u].Members.Select(m => parameters[m.Name]).ToList() : null)).ToList();
             var fsdp = new FsdpModel(c, model, converted, units, buffers, vocabParallel)
                 { ActivationCheckpointing = config.Parallelism.ActivationCheckpointing };
             fsdp.ShardLora(loraParams);

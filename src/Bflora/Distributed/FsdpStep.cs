@@ -38,8 +38,9 @@ internal sealed class GatherBuffer(long frozenNumel) : IDisposable
 public sealed partial class FsdpModel
 {
     /// <summary>
-    /// Forward and backward of one micro-batch; returns its (bf16) cross-entropy. LoRA gradients of loss/divisor are
-    /// reduce-scattered into each unit's fp32 <see cref="FsdpUnit.GradShard"/> right after the unit's backward.
+    /// Forward and backward of one micro-batch; returns its (bf16) cross-entropy. The trained part's gradients of
+    /// loss/divisor (LoRA, or every weight in full training) are reduce-scattered into each unit's fp32
+    /// <see cref="FsdpUnit.GradShard"/> right after the unit's backward.
     /// </summary>
     public double MicroBatch(Tensor inputs, Tensor labels, double divisor)
     {
@@ -70,7 +71,9 @@ public sealed partial class FsdpModel
             ? VocabParallel.CrossEntropyBackward(_c, Model.FinalNorm(last), OutputRows!.FrozenShard.view(-1, Model.Args.Dim),
                 labels, Model.Args.VocabSize, divisor)
             : GatheredHeadBackward(last, labels, divisor);
-        Head.ReduceScatterGrads(_c, _gradFull, _gradShard);
+        // A tied head's matrix is the embedding's: its gradient is complete only after the lookup's backward below.
+        bool tiedAndTrained = FullTraining && Head == Embedding;
+        if (!tiedAndTrained) Head.ReduceScatterGrads(_c, _gradFull, _gradShard);
         var grad = last.grad ?? zeros_like(last);
 
         for (int i = Blocks.Count - 1; i >= 0; i--)
@@ -95,6 +98,14 @@ public sealed partial class FsdpModel
                 grad = inputGrad;
             }
             Blocks[i].ReduceScatterGrads(_c, _gradFull, _gradShard);
+        }
+        if (FullTraining)
+        {
+            // The lookup again, with grad, to carry dL/dh into the embedding matrix (gathered again if a block evicted it).
+            Use(Embedding, null);
+            using (var embedScope = NewDisposeScope())
+                autograd.backward(new[] { Model.Embed(inputs) }, new[] { grad });
+            Embedding.ReduceScatterGrads(_c, _gradFull, _gradShard);
         }
         return lossValue;
     }
@@ -226,6 +237,34 @@ public sealed partial class FsdpModel
             foreach (var p in b.Pending) p.Wait();
             b.Pending.Clear();
             b.Resident = null;
+        }
+    }
+
+    /// <summary>
+    /// Every unit's weights all-gathered in turn, as (name, tensor of the full shape) per member. It is a collective:
+    /// every rank must enumerate it to the end. The tensors are views of the unit's gathered copy, freed when the
+    /// enumeration moves to the next unit.
+    /// </summary>
+    public IEnumerable<IReadOnlyList<(string Name, Tensor Value)>> GatherWeights()
+    {
+        foreach (var u in Units)
+        {
+            using var full = empty(u.Frozen.PaddedNumel, ScalarType.BFloat16);
+            _c.AllGather(u.FrozenShard, full);
+            var members = new List<(string, Tensor)>();
+            foreach (var m in u.Frozen.Members)
+            {
+                using var flat = full.narrow(0, m.Offset, m.Numel);
+                members.Add((m.Name, flat.view(m.Shape)));
+            }
+            try
+            {
+                yield return members;
+            }
+            finally
+            {
+                foreach (var (_, t) in members) t.Dispose();
+            }
         }
     }
 

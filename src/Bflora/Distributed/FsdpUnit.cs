@@ -50,10 +50,11 @@ public sealed class FlatLayout
 
 /// <summary>
 /// A unit of FSDP sharding (a transformer block, the embedding, or the head = final norm + output): this rank's bf16
-/// shards of its frozen weights and of its LoRA adapters, and — for the LoRA part — the fp32 gradient shard and the
-/// optimizer slot (master and AdamW moments over the same shard). The module's parameters are permanent views into one
-/// of two shared gather buffers (<see cref="Parity"/>), valid only while this unit is the buffer's resident. Units used
-/// vocabulary-parallel are never gathered (parity -1).
+/// shards of its frozen weights and of its LoRA adapters, and — for the part that trains (the LoRA part, or in full
+/// training the weights themselves) — the fp32 gradient shard and the optimizer slot (master and AdamW moments over the
+/// same shard). The module's parameters are permanent views into one of two shared gather buffers
+/// (<see cref="Parity"/>), valid only while this unit is the buffer's resident. Units used vocabulary-parallel are
+/// never gathered (parity -1).
 /// </summary>
 public sealed class FsdpUnit : IDisposable
 {
@@ -63,50 +64,67 @@ public sealed class FsdpUnit : IDisposable
     public FlatLayout Lora { get; }
     public Tensor FrozenShard { get; }
     public Tensor LoraShard { get; }
-    /// <summary>fp32 gradient of this rank's LoRA shard, summed over micro-batches and ranks.</summary>
+    /// <summary>fp32 gradient of this rank's shard of the trained part, summed over micro-batches and ranks.</summary>
     public Tensor GradShard { get; }
     public AdamWSlot? Slot { get; private set; }
     /// <summary>The LoRA parameters (views into the gather buffer) in <see cref="Lora"/>'s member order.</summary>
     public IReadOnlyList<Parameter> LoraParams { get; }
 
-    public FsdpUnit(string name, int parity, FlatLayout frozen, FlatLayout lora, IReadOnlyList<Parameter> loraParams)
+    /// <summary>True when the weights train (full training): then they, not the LoRA adapters, are the trained part.</summary>
+    public bool FullTraining => _frozenParams is not null;
+
+    /// <summary>The layout of what trains: <see cref="Frozen"/> in full training, else <see cref="Lora"/>.</summary>
+    public FlatLayout Trained => FullTraining ? Frozen : Lora;
+
+    private Tensor TrainedShard => FullTraining ? FrozenShard : LoraShard;
+
+    private IReadOnlyList<Parameter> TrainedParams => _frozenParams ?? LoraParams;
+
+    private readonly IReadOnlyList<Parameter>? _frozenParams;
+
+    /// <param name="frozenParams">In full training, the weights' parameters (gather-buffer views) in <see cref="Frozen"/>'s member order.</param>
+    public FsdpUnit(string name, int parity, FlatLayout frozen, FlatLayout lora, IReadOnlyList<Parameter> loraParams,
+        IReadOnlyList<Parameter>? frozenParams = null)
     {
         Name = name;
         Parity = parity;
         Frozen = frozen;
         Lora = lora;
         LoraParams = loraParams;
+        _frozenParams = frozenParams;
         FrozenShard = zeros(frozen.ShardNumel, ScalarType.BFloat16);
         LoraShard = zeros(lora.ShardNumel, ScalarType.BFloat16);
-        GradShard = zeros(lora.ShardNumel, ScalarType.Float32);
+        GradShard = zeros(Trained.ShardNumel, ScalarType.Float32);
     }
 
     /// <summary>Bytes of the shard tensors this rank allocated for the unit (read from the tensors themselves).</summary>
     public long ShardBytes => FrozenShard.numel() * FrozenShard.element_size() + LoraShard.numel() * LoraShard.element_size();
 
-    /// <summary>Creates the optimizer slot from the LoRA shard's current values (fp32 or bf16 master).</summary>
+    /// <summary>Creates the optimizer slot from the trained shard's current values (fp32 or bf16 master).</summary>
     public void CreateSlot(ScalarType masterDtype)
     {
-        if (Lora.Numel > 0) Slot = AdamWSlot.From($"{Name}.lora", LoraShard, masterDtype);
+        if (Trained.Numel > 0) Slot = AdamWSlot.From(FullTraining ? Name : $"{Name}.lora", TrainedShard, masterDtype);
     }
 
     /// <summary>
-    /// Sums this micro-batch's LoRA gradients (bf16 .grad of the gathered parameters) over ranks into
+    /// Sums this micro-batch's gradients of the trained part (bf16 .grad of the gathered parameters) over ranks into
     /// <see cref="GradShard"/> with one fp32 reduce-scatter, then drops the full-size .grad tensors.
     /// </summary>
     public void ReduceScatterGrads(ICollectives collectives, Tensor fullScratch, Tensor shardScratch)
     {
-        if (Lora.Numel == 0) return;
+        var layout = Trained;
+        if (layout.Numel == 0) return;
         using var scope = NewDisposeScope();
-        var full = fullScratch.narrow(0, 0, Lora.PaddedNumel);
+        var full = fullScratch.narrow(0, 0, layout.PaddedNumel);
         full.zero_();
-        for (int i = 0; i < LoraParams.Count; i++)
+        var parameters = TrainedParams;
+        for (int i = 0; i < parameters.Count; i++)
         {
-            var m = Lora.Members[i];
-            if (LoraParams[i].grad is { } g) full.narrow(0, m.Offset, m.Numel).copy_(g.reshape(-1));
-            LoraParams[i].grad = null;
+            var m = layout.Members[i];
+            if (parameters[i].grad is { } g) full.narrow(0, m.Offset, m.Numel).copy_(g.reshape(-1));
+            parameters[i].grad = null;
         }
-        var shard = shardScratch.narrow(0, 0, Lora.ShardNumel);
+        var shard = shardScratch.narrow(0, 0, layout.ShardNumel);
         collectives.ReduceScatter(full, shard);
         GradShard.add_(shard);
     }
@@ -116,7 +134,7 @@ public sealed class FsdpUnit : IDisposable
     {
         if (Slot is null) return;
         using var noGrad = no_grad();
-        LoraShard.copy_(Slot.Master);
+        TrainedShard.copy_(Slot.Master);
     }
 
     public void Dispose()

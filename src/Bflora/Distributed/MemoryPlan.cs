@@ -89,8 +89,9 @@ public static class MemoryPlanner
         bool separateEmbedding = !a.TieEmbeddings;
         // A frozen, unflipped output head (skipped by skip_patterns) goes vocabulary-parallel: the embedding and the
         // output are sharded by rows, ceil(V / W)·d each, and never gathered; the head unit is the final norm alone.
-        // Otherwise the head unit is norm + output (tied: + the shared matrix) and is gathered, as is the embedding.
-        bool vocabParallel = !Converted("output", p.SkipPatterns);
+        // Otherwise (and always in full training, where the head trains) the head unit is norm + output (tied: + the
+        // shared matrix) and is gathered, as is the embedding.
+        bool vocabParallel = !p.FullTraining && !Converted("output", p.SkipPatterns);
         long headFrozen = vocabParallel ? d : d + v * d;
 
         // LoRA on a converted Linear [out, in]: A [r, in] + B [out, r]. Skip patterns match names as the converter does.
@@ -118,7 +119,7 @@ public static class MemoryPlanner
         if (p.FullTraining)
         {
             trainableShard = frozenElems;
-            largestTrainableUnit = Math.Max(block, vocabParallel ? v * d : headFrozen);
+            largestTrainableUnit = Math.Max(Math.Max(block, headFrozen), separateEmbedding ? embedding : 0);
         }
         else
         {

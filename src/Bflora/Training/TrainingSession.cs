@@ -100,7 +100,7 @@ public sealed class TrainingSession : IDisposable
         }
         Slots = fsdp?.Slots ?? _flat!.Views;
         SlotLayouts = fsdp is not null
-            ? fsdp.Units.Where(u => u.Slot is not null).Select(u => (u.Slot!, u.Lora)).ToList()
+            ? fsdp.Units.Where(u => u.Slot is not null).Select(u => (u.Slot!, u.Trained)).ToList()
             : Slots.Zip(Trainable, (slot, t) => (slot, new FlatLayout(new[] { (t.Name, t.Param.shape) }, world: 1))).ToList();
     }
 
@@ -141,9 +141,8 @@ public sealed class TrainingSession : IDisposable
         long before = ProcessMemory.Resident();
         if (sync.WorldSize > 1 && sync is CollectivesGradientSync { Collectives: var collectives })
         {
-            if (t.Trainable == "full")
-                throw new BfloraInputException("training.trainable = \"full\" is not sharded yet; run it with parallelism.fsdp_degree = 1");
-            var fsdp = FsdpModel.Build(config, args, modelFolder, options, collectives, MasterDtype(t.MasterDtype));
+            var fsdp = FsdpModel.Build(config, args, modelFolder, options, collectives, MasterDtype(t.MasterDtype),
+                fullTraining: t.Trainable == "full");
             try
             {
                 fsdp.Model.train();

@@ -84,12 +84,17 @@ public class FsdpModelTests
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
-    public void The_memory_plan_counts_what_the_trainer_holds(int world)
+    [InlineData(1, "full")]
+    [InlineData(2, "full")]
+    [InlineData(3, "full")]
+    public void The_memory_plan_counts_what_the_trainer_holds(int world, string trainable = "lora")
     {
-        var config = BfloraConfig.Load(RepoPaths.Of("configs", "debug.toml"), new[] { $"data.path=\"{RepoPaths.Of("data", "corpus")}\"" });
+        var config = BfloraConfig.Load(RepoPaths.Of("configs", "debug.toml"),
+            new[] { $"data.path=\"{RepoPaths.Of("data", "corpus")}\"", $"training.trainable=\"{trainable}\"" });
         var spec = ModelBuilder.Resolve(config);
         var plan = MemoryPlanner.Compute(spec.Args, PlanInputs.From(config, world));
-        var options = new ConversionOptions(config.Bitflip.ToFlipSettings(), config.Lora.R, config.Lora.LoraAlpha,
+        bool full = trainable == "full";
+        var options = new ConversionOptions(config.Bitflip.ToFlipSettings(), full ? 0 : config.Lora.R, config.Lora.LoraAlpha,
             config.Bitflip.SkipPatterns, config.Training.Seed);
         if (world == 1)
         {
@@ -98,7 +103,8 @@ public class FsdpModelTests
             return;
         }
         // Building needs only the rank and world size; every rank's shards have the same size.
-        using var fsdp = FsdpModel.Build(config, spec.Args, null, options, new LayoutOnly(world - 1, world), ScalarType.Float32);
+        using var fsdp = FsdpModel.Build(config, spec.Args, null, options, new LayoutOnly(world - 1, world), ScalarType.Float32,
+            fullTraining: full);
         Assert.Equal(plan.Params, fsdp.ParamBytesPerRank);
         Assert.Equal(plan.GatheredBlock + plan.Prefetch, fsdp.GatherBufferBytes);
         Assert.Equal(plan.LoraMasterAndOptimizer, fsdp.Slots.Sum(s => 3 * s.Master.numel() * s.Master.element_size()));

@@ -123,6 +123,64 @@ public class FsdpTrainingTests
         }
     }
 
+    [Fact]
+    public void Full_training_shards_the_weights_and_their_optimizer_state_and_trains_like_one_rank()
+    {
+        string root = TempRoot();
+        try
+        {
+            string[] full = { "--steps", "6", "--set", "training.trainable=full", "--set", "training.lr=1e-3", "--set", "training.save_freq=3" };
+            var (twoRun, _) = MpiRunner.Bflora(2, Common.Concat(full)
+                .Concat(new[] { "--set", "parallelism.fsdp_degree=2", "--out", Path.Combine(root, "w2") }).ToArray(), Timeout);
+            Assert.True(twoRun.ExitCode == 0, $"{twoRun.Stdout}\n{twoRun.Stderr}");
+            var one = CliRunner.Run(Common.Concat(full).Concat(new[]
+                { "--set", "training.gradient_accumulation_steps=2", "--out", Path.Combine(root, "w1") }).ToArray(), Timeout);
+            Assert.True(one.ExitCode == 0, one.Stderr);
+            var expected = Rows(Path.Combine(root, "w2"));
+            AssertClose(Rows(Path.Combine(root, "w1")), expected);
+            Assert.True(ParamsPerRank(twoRun.Stdout) <= 0.55 * ParamsPerRank(one.Stdout), twoRun.Stdout);
+
+            // Every weight trained on 2 ranks as on 1: the fp32 masters (the 2 ranks' shards read back per parameter)
+            // moved alike, and the HF model of the checkpoint is those masters rounded to bf16.
+            var config = Bflora.Config.BfloraConfig.Load(RepoPaths.Of("configs", "debug.toml"));
+            var spec = Bflora.Models.ModelBuilder.Resolve(config);
+            using var initial = Bflora.Models.ModelBuilder.Build(config, spec.Args, null);
+            string w1State = Path.Combine(root, "w1", "checkpoints", "step-6", "trainer_state");
+            string w2Step = Path.Combine(root, "w2", "checkpoints", "step-6");
+            var masters1 = Bflora.Checkpoints.SafetensorsFile.Open(Path.Combine(w1State, "optimizer.safetensors"));
+            var state2 = JsonSerializer.Deserialize<Bflora.Training.TrainerState>(
+                File.ReadAllText(Path.Combine(w2Step, "trainer_state", "state.json")))!;
+            var slots = initial.named_parameters().Where(p => p.name != "output.weight" || !spec.Args.TieEmbeddings)
+                .Select(p => (Slot: new Bflora.Training.AdamWSlot(p.name, zeros(p.parameter.shape), zeros(p.parameter.shape),
+                    zeros(p.parameter.shape)), Layout: new Bflora.Distributed.FlatLayout(new[] { (p.name, p.parameter.shape) }, 1), Start: p.parameter))
+                .ToList();
+            Bflora.Training.OptimizerState.Read(Path.Combine(w2Step, "trainer_state"), state2.OptimizerSlots!, 2,
+                slots.Select(s => (s.Slot, s.Layout)).ToList(), 0);
+            var model2 = Bflora.Checkpoints.LlamaHfCheckpoint.Open(w2Step, spec.Args);
+            foreach (var (slot, _, start) in slots)
+            {
+                var m1 = masters1.Load($"{slot.Name}/master");
+                var moved = (m1 - start.to(ScalarType.Float32)).norm().item<float>();
+                var apart = (slot.Master - m1).norm().item<float>();
+                Assert.True(moved > 0 && apart <= 0.05 * moved, $"{slot.Name}: moved {moved} at 1 rank, 2 ranks {apart} apart");
+                using var written = empty(slot.Master.shape, ScalarType.BFloat16);
+                model2.Read(slot.Name, written);
+                Assert.True(written.equal(slot.Master.to(ScalarType.BFloat16)).all().item<bool>(), $"{slot.Name} in the HF model");
+            }
+
+            // Resumed from step 3 on 2 ranks: the same losses exactly.
+            Directory.Delete(w2Step, recursive: true);
+            var (resumed, _) = MpiRunner.Bflora(2, Common.Concat(full)
+                .Concat(new[] { "--set", "parallelism.fsdp_degree=2", "--out", Path.Combine(root, "w2"), "--resume" }).ToArray(), Timeout);
+            Assert.True(resumed.ExitCode == 0, $"{resumed.Stdout}\n{resumed.Stderr}");
+            Assert.Equal(expected.Select(r => r.Loss), Rows(Path.Combine(root, "w2")).Select(r => r.Loss));
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
+        }
+    }
+
     /// <summary>A resumed copy of a run: its metrics and one checkpoint.</summary>
     private static void CopyRunUpTo(string run, int step, string copy)
     {
@@ -175,8 +233,10 @@ public class FsdpTrainingTests
         }
     }
 
-    [Fact]
-    public void Tied_embeddings_train_on_two_ranks_like_on_one()
+    [Theory]
+    [InlineData("lora")]
+    [InlineData("full")]
+    public void Tied_embeddings_train_on_two_ranks_like_on_one(string trainable)
     {
         // The debug dimensions with tie_word_embeddings (as Llama-3.2-1B has): a config without a flavor takes them
         // from config.json. At 2 ranks the one matrix is both the vocabulary-parallel embedding and the head.
@@ -192,16 +252,18 @@ public class FsdpTrainingTests
             File.WriteAllLines(toml, File.ReadAllLines(RepoPaths.Of("configs", "debug.toml"))
                 .Where(l => !l.StartsWith("flavor"))
                 .Select(l => l == "[model]" ? $"[model]\nhf_model_path = \"{model}\"" : l));
-            string[] run = { "train", "--config", toml, "--steps", "4", "--set", "training.log_freq=1", "--set", "training.lr=1e-2" };
+            // Full training: the one matrix gets its gradient from the head and from the lookup, summed before it is reduced.
+            string[] run = { "train", "--config", toml, "--steps", "4", "--set", "training.log_freq=1", "--set",
+                $"training.lr={(trainable == "full" ? "1e-3" : "1e-2")}", "--set", $"training.trainable={trainable}" };
             var (two, _) = MpiRunner.Bflora(2, run.Concat(new[] { "--set", "parallelism.fsdp_degree=2", "--out", Path.Combine(root, "w2") }).ToArray(), Timeout);
             Assert.True(two.ExitCode == 0, $"{two.Stdout}\n{two.Stderr}");
             var one = CliRunner.Run(run.Concat(new[] { "--set", "training.gradient_accumulation_steps=2", "--out", Path.Combine(root, "w1") }).ToArray(), Timeout);
             Assert.True(one.ExitCode == 0, one.Stderr);
             // The tie came through config.json: one vocabulary matrix in the count, the LoRA adapters on top.
-            var counts = Regex.Match(one.Stdout, @"Total params: ([\d,]+) \| Trainable \(LoRA\): ([\d,]+)");
+            var counts = Regex.Match(one.Stdout, @"Total params: ([\d,]+) \| Trainable \((?:LoRA|full)\): ([\d,]+)");
             Assert.True(counts.Success, one.Stdout);
             long Number(int g) => long.Parse(counts.Groups[g].Value.Replace(",", ""));
-            Assert.Equal(args.TotalParams + Number(2), Number(1));
+            Assert.Equal(args.TotalParams + (trainable == "full" ? 0 : Number(2)), Number(1));
             var (w1, w2) = (Rows(Path.Combine(root, "w1")), Rows(Path.Combine(root, "w2")));
             Assert.Equal(4, w2.Count);
             AssertClose(w1, w2);

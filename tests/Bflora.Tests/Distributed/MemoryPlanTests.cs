@@ -70,8 +70,9 @@ public class MemoryPlanTests
     {
         var p = Plan70B(4, "training.trainable=\"full\"");
         Assert.Equal(12 * (p.Params / 2), p.LoraMasterAndOptimizer);
-        // + the largest unit's (the output head) unsharded fp32 gradient, the micro-batch shard and the two ring buffers
-        const long head = 128256L * 8192;
+        // + the largest unit's unsharded fp32 gradient, the micro-batch shard and the two ring buffers. The head trains,
+        // so it is not vocabulary-parallel: its unit is the output and the final norm, gathered like a block.
+        const long head = 128256L * 8192 + 8192;
         Assert.Equal(4 * (p.Params / 2) + 4 * head + 3 * 4 * head / 4, p.Grads);
     }
 

@@ -168,7 +168,12 @@ public class FsdpTrainingTests
                 Assert.True(written.equal(slot.Master.to(ScalarType.BFloat16)).all().item<bool>(), $"{slot.Name} in the HF model");
             }
 
-            // Resumed from step 3 on 2 ranks: the same losses exactly.
+            // Resumed from step 3 on 2 ranks: the same losses exactly; resharded onto 1 rank: the same within rounding.
+            CopyRunUpTo(Path.Combine(root, "w2"), 3, Path.Combine(root, "to-one"));
+            var toOne = CliRunner.Run(Common.Concat(full).Concat(new[]
+                { "--set", "training.gradient_accumulation_steps=2", "--out", Path.Combine(root, "to-one"), "--resume" }).ToArray(), Timeout);
+            Assert.True(toOne.ExitCode == 0, toOne.Stderr);
+            AssertClose(expected, Rows(Path.Combine(root, "to-one")));
             Directory.Delete(w2Step, recursive: true);
             var (resumed, _) = MpiRunner.Bflora(2, Common.Concat(full)
                 .Concat(new[] { "--set", "parallelism.fsdp_degree=2", "--out", Path.Combine(root, "w2"), "--resume" }).ToArray(), Timeout);

@@ -32,20 +32,21 @@ public static class EvalCommand
             var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, BfloraCommands.Overrides(parse, set, device));
             var collectives = StartRanks(cfg);
             bool lead = collectives is null || collectives.Rank == 0;
+            // Only rank 0 speaks: it prints the table, warns and writes the JSON.
+            var output = lead ? Console.Out : TextWriter.Null;
+            Action<string> warn = lead ? BfloraCommands.Warn : _ => { };
             if (parse.GetValue(profile))
             {
                 // As the original: the profile measures the clean model, whatever else was asked for.
-                if (lead && (parse.GetValue(bitflip) || parse.GetValue(adapter) is not null))
-                    BfloraCommands.Warn("profile forces the clean model (--bitflip and --adapter are ignored)");
-                var profiled = ProfileRun.Execute(cfg, parse.GetValue(numSamples), lead ? Console.Out : TextWriter.Null,
-                    lead ? BfloraCommands.Warn : _ => { }, collectives: collectives);
+                if (parse.GetValue(bitflip) || parse.GetValue(adapter) is not null)
+                    warn("profile forces the clean model (--bitflip and --adapter are ignored)");
+                var profiled = ProfileRun.Execute(cfg, parse.GetValue(numSamples), output, warn, collectives: collectives);
                 if (lead && parse.GetValue(json) is { } profileJson) AtomicFile.WriteAllText(profileJson.FullName, profiled.ToJson());
                 return ExitCodes.Ok;
             }
             var request = new EvalRequest(parse.GetValue(numSamples), parse.GetValue(bitflip), parse.GetValue(bitflipSeed),
                 parse.GetValue(adapter)?.FullName);
-            var result = EvalRun.Execute(cfg, request, lead ? Console.Out : TextWriter.Null,
-                lead ? BfloraCommands.Warn : _ => { }, collectives);
+            var result = EvalRun.Execute(cfg, request, output, warn, collectives);
             if (lead && parse.GetValue(json) is { } jsonFile) AtomicFile.WriteAllText(jsonFile.FullName, result.ToJson());
             return ExitCodes.Ok;
         });

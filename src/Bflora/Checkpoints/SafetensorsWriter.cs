@@ -50,9 +50,6 @@ public static class SafetensorsWriter
         });
     }
 
-    /// <summary>Bytes the tensor data of a file holding these tensors will take (headers excluded).</summary>
-    public static long DataBytes(Tensor t) => t.numel() * SafetensorsDtype.SizeOf(t.dtype);
-
     private static byte[] BuildHeader(IReadOnlyList<TensorSource> sources, IReadOnlyDictionary<string, string>? metadata)
     {
         using var buffer = new MemoryStream();

@@ -105,7 +105,8 @@ public static class ModelBuilder
 
     /// <summary>
     /// Where the parameters' bf16 values come from, one at a time by (name, shape): the seeded random init, or the
-    /// pretrained checkpoint (its shape checked against the model's).
+    /// pretrained checkpoint (its shape checked against the model's). Both are made on the CPU whatever device the
+    /// model lives on, so a GPU run starts from exactly the weights a CPU run does.
     /// </summary>
     public static Func<string, long[], Tensor> ParameterValues(BfloraConfig config, ModelArgs args, string? modelFolder)
     {

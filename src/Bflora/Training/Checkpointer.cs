@@ -107,20 +107,20 @@ public static partial class Checkpointer
     private static void WriteModel(string folder, TrainingSession session, bool lead)
     {
         var config = session.Config;
-        if (session.Fsdp is { } fsdp && session.FullTraining)
+        if (session.Fsdp is { } fsdp)
         {
-            // One HF shard per FSDP unit, each gathered and written before the next: rank 0 never holds the whole model.
-            var units = fsdp.GatherWeights()
-                .Select(members => (IReadOnlyList<TensorSource>)members.Select(m => TensorSource.Of(m.Name, m.Value)).ToList());
-            if (lead)
-                LlamaHfCheckpoint.ExportShards(folder, units, fsdp.Units.Count, session.Args, session.Tokenizer.BosId, session.Tokenizer.EosId);
-            else
-                foreach (var _ in units) { }   // every rank takes part in each unit's gather
-            return;
-        }
-        if (session.Fsdp is { } sharded)
-        {
-            var adapters = sharded.GatherAdapters();
+            if (session.FullTraining)
+            {
+                // One HF shard per FSDP unit, each gathered and written before the next: rank 0 never holds the whole model.
+                var units = fsdp.GatherWeights()
+                    .Select(members => (IReadOnlyList<TensorSource>)members.Select(m => TensorSource.Of(m.Name, m.Value)).ToList());
+                if (lead)
+                    LlamaHfCheckpoint.ExportShards(folder, units, fsdp.Units.Count, session.Args, session.Tokenizer.BosId, session.Tokenizer.EosId);
+                else
+                    foreach (var _ in units) { }   // every rank takes part in each unit's gather
+                return;
+            }
+            var adapters = fsdp.GatherAdapters();
             try
             {
                 if (lead)

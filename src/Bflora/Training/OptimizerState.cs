@@ -9,10 +9,7 @@ namespace Bflora.Training;
 public sealed record SavedMember(
     [property: JsonPropertyName("name")] string Name,
     [property: JsonPropertyName("shape")] long[] Shape,
-    [property: JsonPropertyName("offset")] long Offset)
-{
-    [JsonIgnore] public long Numel => Shape.Aggregate(1L, (a, b) => a * b);
-}
+    [property: JsonPropertyName("offset")] long Offset);
 
 /// <summary>
 /// One optimizer slot as a checkpoint records it: its members back to back, and how many elements of that flat range
@@ -33,6 +30,9 @@ public static class OptimizerState
 {
     private static readonly string[] Kinds = { "master", "exp_avg", "exp_avg_sq" };
 
+    /// <summary>A slot's three tensors in <see cref="Kinds"/>' order.</summary>
+    private static Tensor[] Parts(AdamWSlot slot) => new[] { slot.Master, slot.ExpAvg, slot.ExpAvgSq };
+
     /// <summary>The layouts of <paramref name="session"/>'s slots, as state.json records them.</summary>
     public static IReadOnlyList<SavedSlot> Describe(TrainingSession session) => session.SlotLayouts
         .Select(s => new SavedSlot(s.Slot.Name, s.Layout.ShardNumel,
@@ -46,9 +46,8 @@ public static class OptimizerState
         var tensors = new Dictionary<string, Tensor>();
         foreach (var slot in session.Slots)
         {
-            tensors[$"{slot.Name}/master"] = slot.Master;
-            tensors[$"{slot.Name}/exp_avg"] = slot.ExpAvg;
-            tensors[$"{slot.Name}/exp_avg_sq"] = slot.ExpAvgSq;
+            var parts = Parts(slot);
+            for (int k = 0; k < Kinds.Length; k++) tensors[$"{slot.Name}/{Kinds[k]}"] = parts[k];
         }
         SafetensorsWriter.Write(Path.Combine(stateFolder, Checkpointer.OptimizerFileOf(rank, world)), tensors);
     }
@@ -86,7 +85,7 @@ public static class OptimizerState
         using var noGrad = no_grad();
         foreach (var (slot, layout) in slots)
         {
-            var targets = new[] { slot.Master.view(-1), slot.ExpAvg.view(-1), slot.ExpAvgSq.view(-1) };
+            var targets = Parts(slot).Select(t => t.view(-1)).ToArray();
             foreach (var m in layout.Members)
             {
                 trained.Add(m.Name);
@@ -122,9 +121,10 @@ public static class OptimizerState
                 for (int k = 0; k < Kinds.Length; k++)
                 {
                     string key = $"{slot.Name}/{Kinds[k]}";
-                    if (file.Info(key).Numel < within + n)
+                    long held = file.Info(key).Numel;
+                    if (held < within + n)
                         throw new CheckpointFormatException(file.Path,
-                            $"tensor '{key}' has {file.Info(key).Numel} elements, the recorded layout needs {within + n}");
+                            $"tensor '{key}' has {held} elements, the recorded layout needs {within + n}");
                     using var part = targets[k].narrow(0, at, n);
                     file.ReadFlatSlice(key, within, n, part);
                 }

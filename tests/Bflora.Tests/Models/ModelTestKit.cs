@@ -12,7 +12,7 @@ internal static class ModelTestKit
     public static Transformer Random(ModelArgs args, long seed = 1, ScalarType dtype = ScalarType.Float32)
     {
         var model = new Transformer(args, META, dtype);
-        ModelInit.Random(model, seed, dtype);
+        ModelInit.Materialize(model, (name, shape) => ModelInit.RandomParameter(args, name, shape, seed, dtype));
         model.eval();
         return model;
     }

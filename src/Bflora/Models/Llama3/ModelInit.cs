@@ -35,13 +35,6 @@ public static class ModelInit
         if (tied) model.TieOutputToEmbedding();
     }
 
-    /// <summary>
-    /// The seeded random init, generated on the CPU whatever <paramref name="device"/> the model lives on, so a GPU run
-    /// starts from exactly the weights a CPU run does.
-    /// </summary>
-    public static void Random(Transformer model, long seed, ScalarType dtype = ScalarType.BFloat16, Device? device = null) =>
-        Materialize(model, (name, shape) => RandomParameter(model.Args, name, shape, seed, dtype), device);
-
     /// <summary>The random value of one parameter; identical for the same (seed, name, shape) everywhere.</summary>
     public static Tensor RandomParameter(ModelArgs args, string name, long[] shape, long seed, ScalarType dtype)
     {

@@ -71,7 +71,34 @@ forward=()
 for v in PATH HF_HOME BFLORA_DEBUG; do [[ -n "${!v:-}" ]] && forward+=(-x "$v"); done
 
 # --bind-to none: each rank runs cores ÷ ranks-per-node torch threads, which a one-core binding would squeeze.
-# shellcheck disable=SC2086
-set -x
-exec mpirun -n "$world" --map-by "ppr:$NPROC_PER_NODE:node" --bind-to none "${hosts[@]}" "${forward[@]}" ${MPIRUN_ARGS:-} \
-  "$root/bflora" "$command" --config "$config" "$@"
+launch=(mpirun -n "$world" --map-by "ppr:$NPROC_PER_NODE:node" --bind-to none "${hosts[@]}" "${forward[@]}")
+# shellcheck disable=SC2206
+launch+=(${MPIRUN_ARGS:-} "$root/bflora" "$command" --config "$config" "$@")
+echo "+ ${launch[*]}" >&2
+if [[ "$command" != train ]]; then exec "${launch[@]}"; fi
+
+# Ctrl-C or SIGTERM on mpirun would end the job (Open MPI sends the ranks SIGTERM, then SIGKILL a second later) and
+# lose the steps since the last checkpoint. So mpirun runs in a session of its own, out of the terminal's reach, and
+# the first Ctrl-C/SIGTERM here becomes SIGUSR1, which mpirun forwards to every rank: they stop after the same step
+# and checkpoint it. A second one ends the job at once.
+setsid "${launch[@]}" &
+job=$!
+stops=0
+stop() {
+  stops=$((stops + 1))
+  if (( stops == 1 )); then
+    echo "run.sh: stopping every rank after its current step (checkpointed); press Ctrl-C again to end the job now" >&2
+    kill -USR1 "$job" 2>/dev/null || true
+  else
+    kill -INT "$job" 2>/dev/null || true
+  fi
+}
+trap stop INT TERM
+# wait returns early when a trapped signal arrives; the job's own exit status ends the loop.
+while true; do
+  set +e
+  wait "$job"
+  status=$?
+  set -e
+  kill -0 "$job" 2>/dev/null || exit "$status"
+done

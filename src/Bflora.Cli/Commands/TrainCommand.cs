@@ -22,10 +22,15 @@ public static class TrainCommand
         cmd.SetAction(parse =>
         {
             var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, BfloraCommands.Overrides(parse, set, steps, device));
-            var options = new TrainOptions(parse.GetValue(output)?.FullName ?? cfg.OutputFolder, parse.GetValue(resume));
+            var options = new TrainOptions(parse.GetValue(output)?.FullName ?? cfg.OutputFolder, parse.GetValue(resume),
+                StopOnSignals: true);
             var result = Run(cfg, options);
-            if (LaunchInfo.Current.Rank == 0) Console.WriteLine($"Done: {result.Steps} steps, {result.TokensPerSecond:F0} tokens/s; last checkpoint {result.LastCheckpoint}");
-            return ExitCodes.Ok;
+            string how = result.StoppedBy == 0 ? "Done" : $"Stopped by {StopSignals.Name(result.StoppedBy)}";
+            if (LaunchInfo.Current.Rank == 0)
+                Console.WriteLine($"{how}: {result.Steps} of {cfg.Training.Steps} steps, {result.TokensPerSecond:F0} tokens/s; " +
+                                  $"last checkpoint {result.LastCheckpoint}");
+            // The shell's code for a process ended by that signal: a job script sees the run did not finish.
+            return result.StoppedBy == 0 ? ExitCodes.Ok : 128 + result.StoppedBy;
         });
         return cmd;
     }

@@ -38,4 +38,13 @@ public sealed class CollectivesGradientSync(ICollectives collectives) : IGradien
         collectives.AllReduce(t, ReduceOp.Sum);
         return t.item<float>() / WorldSize;
     }
+
+    public int MaxOverRanks(int value)
+    {
+        if (WorldSize == 1) return value;
+        // Reductions are fp32; an int below 2^24 survives the round trip exactly.
+        using var t = tensor(new[] { (float)value });
+        collectives.AllReduce(t, ReduceOp.Max);
+        return (int)t.item<float>();
+    }
 }

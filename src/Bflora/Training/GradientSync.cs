@@ -16,6 +16,9 @@ public interface IGradientSync
     void AllReduceGradients(IReadOnlyList<Tensor> grads);
 
     double MeanOverRanks(double value);
+
+    /// <summary>The largest of the ranks' values (small integers, e.g. a signal number, come back exact).</summary>
+    int MaxOverRanks(int value);
 }
 
 /// <summary>One process: nothing to exchange.</summary>
@@ -29,4 +32,6 @@ public sealed class SingleProcessSync : IGradientSync
     public void AllReduceGradients(IReadOnlyList<Tensor> grads) { }
 
     public double MeanOverRanks(double value) => value;
+
+    public int MaxOverRanks(int value) => value;
 }

@@ -6,7 +6,11 @@ using Bflora.Devices;
 namespace Bflora.Training;
 
 /// <summary>What `bflora train` was asked for.</summary>
-public sealed record TrainOptions(string OutputFolder, bool Resume = false, bool TrainSplitOnly = false);
+/// <param name="StopOnSignals">
+/// While the steps run, SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 stop the run after the current step, with a checkpoint
+/// (<see cref="StopSignals"/>); otherwise they keep their default actions.
+/// </param>
+public sealed record TrainOptions(string OutputFolder, bool Resume = false, bool TrainSplitOnly = false, bool StopOnSignals = false);
 
 /// <summary>
 /// A step whose loss or gradient norm is not finite, with training.skip_nonfinite off. Both numbers are reduced over
@@ -14,8 +18,12 @@ public sealed record TrainOptions(string OutputFolder, bool Resume = false, bool
 /// </summary>
 public sealed class NonFiniteStepException(string message) : BfloraInputException(message);
 
-/// <summary>How a run went: steps done, mean throughput of this process, the last checkpoint, all metrics rows.</summary>
-public sealed record TrainResult(long Steps, double TokensPerSecond, string LastCheckpoint, IReadOnlyList<MetricsRow> Rows);
+/// <summary>
+/// How a run went: steps done, mean throughput of this process, the last checkpoint, all metrics rows, and the signal
+/// that stopped it before training.steps (0: it ran to the end).
+/// </summary>
+public sealed record TrainResult(long Steps, double TokensPerSecond, string LastCheckpoint, IReadOnlyList<MetricsRow> Rows,
+    int StoppedBy = 0);
 
 /// <summary>
 /// The train command's whole path: check the output folder, open the session (and resume it), run the steps with
@@ -70,50 +78,64 @@ public static class TrainRun
         long tokens = 0;
         long skips = 0;
         string? lastCheckpoint = null;
-        while (session.CompletedSteps < t.Steps)
+        int stoppedBy = 0;
+        using (var signals = options.StopOnSignals ? StopSignals.Listen() : null)
         {
-            var step = session.Step(schedule);
-            tokens += step.Tokens;
-            double elapsed = clock.Elapsed.TotalSeconds;
-            double tokensPerSecond = tokens / Math.Max(elapsed, 1e-9);
-            if (step.Skipped)
+            while (session.CompletedSteps < t.Steps)
             {
-                string what = $"loss {step.Loss:G4}, gradient norm {step.GradNorm:G4}";
-                if (!t.SkipNonfinite)
-                    throw new NonFiniteStepException(
-                        $"step {step.Step}: non-finite {what}; stopped without applying it, the last complete checkpoint is " +
-                        $"{Checkpointer.Newest(output) ?? "none"} (training.skip_nonfinite = true skips such steps)");
-                skips++;
-                progress.Line($"Step {step.Step}/{t.Steps} | skipped: non-finite {what} | {skips} skipped so far");
-            }
-            else
-            {
-                session.Unlogged = session.Unlogged.With(step.Loss);
-                var eta = TimeSpan.FromSeconds(elapsed / (step.Step - firstStep + 1) * (t.Steps - step.Step));
-                progress.Step(step.Step, t.Steps, step.Loss, tokensPerSecond, eta);
-            }
-            // A skipped step has no numbers worth a row (JSON cannot hold NaN); its neighbours' rows carry on.
-            if (step.Step % t.LogFreq == 0 && !step.Skipped)
-            {
-                var row = new MetricsRow(step.Step, session.Unlogged.Mean, step.Lr, step.GradNorm, tokensPerSecond);
-                session.Unlogged = UnloggedLoss.None;
-                if (lead) MetricsLog.Append(output, row);
-                progress.Line(row.LogLine(t.Steps, elapsed));
-            }
-            if (step.Step % t.SaveFreq == 0 || step.Step == t.Steps)
-            {
-                lastCheckpoint = SaveCheckpoint(output, session);
-                progress.Line($"Saved checkpoint {lastCheckpoint}");
+                var step = session.Step(schedule);
+                tokens += step.Tokens;
+                double elapsed = clock.Elapsed.TotalSeconds;
+                double tokensPerSecond = tokens / Math.Max(elapsed, 1e-9);
+                if (step.Skipped)
+                {
+                    string what = $"loss {step.Loss:G4}, gradient norm {step.GradNorm:G4}";
+                    if (!t.SkipNonfinite)
+                        throw new NonFiniteStepException(
+                            $"step {step.Step}: non-finite {what}; stopped without applying it, the last complete checkpoint is " +
+                            $"{Checkpointer.Newest(output) ?? "none"} (training.skip_nonfinite = true skips such steps)");
+                    skips++;
+                    progress.Line($"Step {step.Step}/{t.Steps} | skipped: non-finite {what} | {skips} skipped so far");
+                }
+                else
+                {
+                    session.Unlogged = session.Unlogged.With(step.Loss);
+                    var eta = TimeSpan.FromSeconds(elapsed / (step.Step - firstStep + 1) * (t.Steps - step.Step));
+                    progress.Step(step.Step, t.Steps, step.Loss, tokensPerSecond, eta);
+                }
+                // A skipped step has no numbers worth a row (JSON cannot hold NaN); its neighbours' rows carry on.
+                if (step.Step % t.LogFreq == 0 && !step.Skipped)
+                {
+                    var row = new MetricsRow(step.Step, session.Unlogged.Mean, step.Lr, step.GradNorm, tokensPerSecond);
+                    session.Unlogged = UnloggedLoss.None;
+                    if (lead) MetricsLog.Append(output, row);
+                    progress.Line(row.LogLine(t.Steps, elapsed));
+                }
+                // Every rank asks, so one rank's signal stops all of them after this same step.
+                int signal = sync.MaxOverRanks(signals?.Received ?? 0);
+                bool stop = signal != 0 && step.Step < t.Steps;
+                if (step.Step % t.SaveFreq == 0 || step.Step == t.Steps || stop)
+                {
+                    lastCheckpoint = SaveCheckpoint(output, session);
+                    progress.Line($"Saved checkpoint {lastCheckpoint}");
+                }
+                if (stop)
+                {
+                    stoppedBy = signal;
+                    progress.Line($"Stopped by {StopSignals.Name(signal)} after step {step.Step}/{t.Steps}; " +
+                                  "continue it with --resume");
+                    break;
+                }
             }
         }
         // Read before loss.png is drawn: the plot's renderer is not the training's memory.
         progress.Line($"Memory of rank 0: peak resident {ProcessMemory.Peak()} bytes, {session.ResidentBeforeModel} before the model" +
                       (ComputeDevice.MemoryInUse(session.Device) is long gpu ? $"; {gpu} bytes in use on {session.Device}" : ""));
-        if (skips > 0) progress.Line($"Skipped {skips} of {t.Steps - firstStep + 1} steps (non-finite loss or gradient)");
+        if (skips > 0) progress.Line($"Skipped {skips} of {session.CompletedSteps - firstStep + 1} steps (non-finite loss or gradient)");
         double total = clock.Elapsed.TotalSeconds;
         var rows = MetricsLog.Read(output);
         if (lead && rows.Count > 0) LossPlot.Write(Path.Combine(output, "loss.png"), rows, $"{config.Name}: training loss");
-        return new TrainResult(t.Steps, tokens / Math.Max(total, 1e-9), lastCheckpoint!, rows);
+        return new TrainResult(session.CompletedSteps, tokens / Math.Max(total, 1e-9), lastCheckpoint!, rows, stoppedBy);
     }
 
     /// <summary>Fails before any work if the output folder cannot be created or written.</summary>

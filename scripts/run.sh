@@ -11,6 +11,8 @@
 #   HOSTS           host1,host2,... (NNODES names), or
 #   MASTER_ADDR     the one host to run on when NNODES is 1 [this machine]
 #   MPIRUN_ARGS     extra mpirun arguments (e.g. "--mca btl_tcp_if_include eth0")
+# Ctrl-C or SIGTERM during train: the first stops every rank after its current step, checkpointed (exit 138);
+# a second ends the job at once.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 command=train

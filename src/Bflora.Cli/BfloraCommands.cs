@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Help;
 using Bflora.Cli.Commands;
 
 namespace Bflora.Cli;
@@ -6,12 +7,17 @@ namespace Bflora.Cli;
 /// <summary>The command tree of DESIGN.md: demo, train, eval, plan, bench, export.</summary>
 public static class BfloraCommands
 {
-    public static RootCommand Build()
+    /// <summary>
+    /// The root is a plain command named "bflora" rather than a RootCommand, whose name is the executable's
+    /// (Bflora.Cli): help and usage lines then show what the user typed.
+    /// </summary>
+    public static Command Build()
     {
-        var root = new RootCommand(
+        var root = new Command("bflora",
             "bflora: bitflip-aware LoRA fine-tuning of Llama-3 models (random bit flips in the activations and " +
             "weights of every Linear layer; LoRA adapters learn to tolerate them).")
         {
+            new HelpOption(), new VersionOption(),
             DemoCommand.Build(), TrainCommand.Build(), EvalCommand.Build(), PlanCommand.Build(), BenchCommand.Build(),
             ExportCommand.Build(), SelftestMpiCommand.Build(), SelftestGpuCommand.Build(), BenchCommand.BuildWorker(),
         };

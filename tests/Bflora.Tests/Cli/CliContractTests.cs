@@ -13,6 +13,15 @@ public class CliContractTests
             Assert.Contains(command, r.Stdout);
     }
 
+    [Fact]
+    public void Usage_lines_name_the_command_the_user_types()
+    {
+        var r = CliRunner.Run(new[] { "train", "--help" });
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("Usage:\n  bflora train [options]", r.Stdout.ReplaceLineEndings("\n"));
+        Assert.DoesNotContain("Bflora.Cli", r.Stdout);
+    }
+
     [Theory]
     [InlineData("eval", "--config")]
     [InlineData("train", "--config")]

@@ -35,18 +35,20 @@ public static class EvalCommand
             // Only rank 0 speaks: it prints the table, warns and writes the JSON.
             var output = lead ? Console.Out : TextWriter.Null;
             Action<string> warn = lead ? BfloraCommands.Warn : _ => { };
+            // On a terminal a bar on stderr shows the windows done; under mpirun, or redirected, nothing extra.
+            using var bar = collectives is null ? TerminalEvalProgress.ForStderr("eval", parse.GetValue(numSamples)) : null;
             if (parse.GetValue(profile))
             {
                 // As the original: the profile measures the clean model, whatever else was asked for.
                 if (parse.GetValue(bitflip) || parse.GetValue(adapter) is not null)
                     warn("profile forces the clean model (--bitflip and --adapter are ignored)");
-                var profiled = ProfileRun.Execute(cfg, parse.GetValue(numSamples), output, warn, collectives: collectives);
+                var profiled = ProfileRun.Execute(cfg, parse.GetValue(numSamples), output, warn, collectives: collectives, progress: bar);
                 if (lead && parse.GetValue(json) is { } profileJson) AtomicFile.WriteAllText(profileJson.FullName, profiled.ToJson());
                 return ExitCodes.Ok;
             }
             var request = new EvalRequest(parse.GetValue(numSamples), parse.GetValue(bitflip), parse.GetValue(bitflipSeed),
                 parse.GetValue(adapter)?.FullName);
-            var result = EvalRun.Execute(cfg, request, output, warn, collectives);
+            var result = EvalRun.Execute(cfg, request, output, warn, collectives, bar);
             if (lead && parse.GetValue(json) is { } jsonFile) AtomicFile.WriteAllText(jsonFile.FullName, result.ToJson());
             return ExitCodes.Ok;
         });

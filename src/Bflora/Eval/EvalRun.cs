@@ -22,8 +22,9 @@ public sealed record EvalRequest(int NumSamples = 256, bool Bitflip = false, lon
 /// </summary>
 public static class EvalRun
 {
+    /// <param name="progress">Hears of every batch of a single-process eval (the CLI's bar on a terminal).</param>
     public static EvalResult Execute(BfloraConfig config, EvalRequest request, TextWriter output, Action<string> warn,
-        ICollectives? collectives = null)
+        ICollectives? collectives = null, IEvalProgress? progress = null)
     {
         if (request.NumSamples <= 0) throw new BfloraInputException("--num-samples must be positive");
         var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
@@ -59,7 +60,7 @@ public static class EvalRun
                 ComputeDevice.EnsureParametersOn(model, device);
                 layers = converted.Layers.Count;
             }
-            result = Evaluator.Run(model, windows, request.NumSamples, config.Training.LocalBatchSize, mode, warn);
+            result = Evaluator.Run(model, windows, request.NumSamples, config.Training.LocalBatchSize, mode, warn, progress);
         }
         string lora = adapter is null ? "no LoRA (r=0)" : $"LoRA r={adapter.R} alpha={adapter.LoraAlpha:G4} from {request.Adapter}";
         string condition = !converts ? "no bitflip, no LoRA (clean baseline)"

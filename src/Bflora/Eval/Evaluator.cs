@@ -25,7 +25,7 @@ public sealed record EvalResult(
 public static class Evaluator
 {
     public static EvalResult Run(Transformer model, WindowReader windows, int numSamples, int batchSize, string mode,
-        Action<string>? warn = null)
+        Action<string>? warn = null, IEvalProgress? progress = null)
     {
         using var noGrad = no_grad();
         bool wasTraining = model.training;
@@ -42,6 +42,7 @@ public static class Evaluator
             if (batch.Count == batchSize) Flush();
         }
         Flush();
+        progress?.End();
         if (wasTraining) model.train();
         Check(sequences, numSamples, windows.SeqLen, warn);
         double sum = lossSum!.item<double>();
@@ -62,6 +63,7 @@ public static class Evaluator
             tokens += labels.numel();
             sequences += batch.Count;
             batch.Clear();
+            progress?.Advance(sequences);
         }
     }
 

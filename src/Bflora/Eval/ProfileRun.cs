@@ -75,7 +75,7 @@ public static class ProfileRun
     /// rank 0 alone should be handed a real <paramref name="output"/>.
     /// </summary>
     public static ProfileResult Execute(BfloraConfig config, int numSamples, TextWriter output, Action<string> warn,
-        EvalSplit split = EvalSplit.Head, ICollectives? collectives = null)
+        EvalSplit split = EvalSplit.Head, ICollectives? collectives = null, IEvalProgress? progress = null)
     {
         if (numSamples <= 0) throw new BfloraInputException("--num-samples must be positive");
         var (tokenizer, args, modelFolder) = ModelBuilder.Resolve(config);
@@ -93,7 +93,7 @@ public static class ProfileRun
         {
             using var model = ModelBuilder.Build(config, args, modelFolder, device: ComputeDevice.Resolve(config.Training.Device));
             using var profiler = Profiler.Attach(model, config.Bitflip.SkipPatterns);
-            eval = Evaluator.Run(model, windows, numSamples, config.Training.LocalBatchSize, "clean", warn);
+            eval = Evaluator.Run(model, windows, numSamples, config.Training.LocalBatchSize, "clean", warn, progress);
             result = new ProfileResult(eval, profiler.Layers, MagnitudeSummary.Of(profiler.Activations),
                 MagnitudeSummary.Of(profiler.Weights));
         }

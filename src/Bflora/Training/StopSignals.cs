@@ -15,17 +15,21 @@ public sealed class StopSignals : IDisposable
     public const int SigInt = 2, SigUsr1 = 10, SigUsr2 = 12, SigTerm = 15;
 
     private readonly List<PosixSignalRegistration> _registrations = new();
+    private readonly string _who;
     private int _signal;
 
     /// <summary>The first signal received, or 0.</summary>
     public int Received => Volatile.Read(ref _signal);
 
-    private StopSignals() { }
+    private StopSignals(string who) => _who = who;
 
-    /// <summary>Starts listening; disposing restores the default actions.</summary>
-    public static StopSignals Listen()
+    /// <summary>
+    /// Starts listening; disposing restores the default actions. The first signal is acknowledged at once with one
+    /// line on stderr, prefixed by <paramref name="who"/> (e.g. "rank 1: "), since the step may run for minutes.
+    /// </summary>
+    public static StopSignals Listen(string who = "")
     {
-        var signals = new StopSignals();
+        var signals = new StopSignals(who);
         // PosixSignal has no members for SIGUSR1/2; the API takes raw signal numbers cast to it.
         foreach (int number in new[] { SigInt, SigTerm, SigUsr1, SigUsr2 })
             signals._registrations.Add(PosixSignalRegistration.Create(ToPosix(number), signals.OnSignal));
@@ -37,6 +41,8 @@ public sealed class StopSignals : IDisposable
         int number = FromPosix(context.Signal);
         // Only the first is held back; a second one, of any kind, takes its default action.
         context.Cancel = Interlocked.CompareExchange(ref _signal, number, 0) == 0;
+        if (context.Cancel)
+            Console.Error.WriteLine($"{_who}{Name(number)}: stopping after the current step, with a checkpoint (send it again to end now)");
     }
 
     public static string Name(int signal) => signal switch

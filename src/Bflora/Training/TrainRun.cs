@@ -79,7 +79,7 @@ public static class TrainRun
         long skips = 0;
         string? lastCheckpoint = null;
         int stoppedBy = 0;
-        using (var signals = options.StopOnSignals ? StopSignals.Listen() : null)
+        using (var signals = options.StopOnSignals ? StopSignals.Listen(sync.WorldSize > 1 ? $"rank {sync.Rank}: " : "") : null)
         {
             while (session.CompletedSteps < t.Steps)
             {

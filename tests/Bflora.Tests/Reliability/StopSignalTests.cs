@@ -17,6 +17,7 @@ public class StopSignalTests
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
     private const int SigInt = 2, SigUsr1 = 10, SigTerm = 15;
+    private const string Acknowledgement = "stopping after the current step, with a checkpoint (send it again to end now)";
 
     private static string[] Train(string output, int steps, params string[] extra) =>
         ["train", "--config", RepoPaths.Of("configs", "debug.toml"), "--steps", steps.ToString(), "--out", output,
@@ -36,7 +37,7 @@ public class StopSignalTests
 
         var run = SignalAfterRows(Start(Train(stopped, steps)), stopped, rows: 3, signal);
         Assert.True(run.ExitCode == 128 + signal, $"exit {run.ExitCode}\n{run.Stdout}\n{run.Stderr}");
-        Assert.Empty(run.Stderr.Trim());
+        Assert.Equal($"{name}: {Acknowledgement}", Assert.Single(run.StderrLines));
         int at = StoppedStep(run.Stdout, name);
         Assert.InRange(at, 3, steps - 1);
         Assert.Contains($"Stopped by {name}: {at} of {steps} steps", run.Stdout);
@@ -56,10 +57,11 @@ public class StopSignalTests
     {
         using var dir = new TempFolder();
         string output = dir.File("run");
-        // Steps of about a second, so both signals land inside one.
+        // Steps of about a second; the second signal follows the first's acknowledgement, inside the same step.
         var process = Start(Train(output, 1000, "--set", "training.seq_len=2048", "--set", "training.local_batch_size=16"));
         var run = SignalAfterRows(process, output, rows: 1, SigInt, SigInt);
         Assert.Equal(128 + SigInt, run.ExitCode);
+        Assert.Contains(Acknowledgement, run.Stderr);
         Assert.DoesNotContain("Stopped by", run.Stdout);
         Assert.False(Directory.Exists(Path.Combine(output, "checkpoints")) &&
                      Directory.GetDirectories(Path.Combine(output, "checkpoints"), "step-*").Length > 0,
@@ -82,6 +84,9 @@ public class StopSignalTests
         Assert.True(r.ExitCode == 128 + SigUsr1, $"exit {r.ExitCode}\n{r.Stdout}\n{r.Stderr}");
         int at = StoppedStep(r.Stdout, "SIGUSR1");
         Assert.InRange(at, 3, 199);
+        // Only rank 1 was signalled, so only rank 1 says so.
+        Assert.Contains($"rank 1: SIGUSR1: {Acknowledgement}", r.Stderr);
+        Assert.DoesNotContain("rank 0: SIGUSR1", r.Stderr);
         string checkpoint = Path.Combine(output, "checkpoints", $"step-{at}");
         Assert.True(File.Exists(Path.Combine(checkpoint, "adapter_model.safetensors")));
         Assert.Equal(2, Directory.GetFiles(Path.Combine(checkpoint, "trainer_state"), "optimizer*").Length);
@@ -109,6 +114,8 @@ public class StopSignalTests
         var run = SignalAfterRows(Process.Start(start)!, output, rows: 3, SigInt);
         Assert.True(run.ExitCode == 128 + SigUsr1, $"exit {run.ExitCode}\n{run.Stdout}\n{run.Stderr}");
         Assert.Contains("run.sh: stopping every rank after its current step", run.Stderr);
+        Assert.Contains($"rank 0: SIGUSR1: {Acknowledgement}", run.Stderr);
+        Assert.Contains($"rank 1: SIGUSR1: {Acknowledgement}", run.Stderr);
         int at = StoppedStep(run.Stdout, "SIGUSR1");
         Assert.True(Directory.Exists(Path.Combine(output, "checkpoints", $"step-{at}")));
     }
@@ -126,12 +133,18 @@ public class StopSignalTests
         return Process.Start(start)!;
     }
 
-    /// <summary>Sends <paramref name="signals"/> (50 ms apart) once metrics.jsonl has <paramref name="rows"/> rows, then waits.</summary>
+    /// <summary>
+    /// Sends <paramref name="signals"/> once metrics.jsonl has <paramref name="rows"/> rows, each after the one before
+    /// it was acknowledged on stderr, then waits for the end.
+    /// </summary>
     private static CliResult SignalAfterRows(Process process, string output, int rows, params int[] signals)
     {
         using var _ = process;
         var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
+        var stderr = new List<string>();
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.Add(e.Data); };
+        process.BeginErrorReadLine();
+        int Acknowledged() { lock (stderr) return stderr.Count(l => l.Contains(Acknowledgement, StringComparison.Ordinal)); }
         try
         {
             string metrics = Path.Combine(output, "metrics.jsonl");
@@ -139,18 +152,18 @@ public class StopSignalTests
             while (!process.HasExited && clock.Elapsed < Timeout && (File.Exists(metrics) ? File.ReadAllLines(metrics).Length : 0) < rows)
                 Thread.Sleep(5);
             // (The output is read only once the run has ended: reading it earlier would wait for the end.)
-            if (process.HasExited) Assert.Fail($"the run ended before it was signalled\n{stdout.Result}\n{stderr.Result}");
-            foreach (int signal in signals)
+            if (process.HasExited) Assert.Fail($"the run ended before it was signalled\n{stdout.Result}");
+            for (int i = 0; i < signals.Length; i++)
             {
-                var kill = ChildProcess.Finish(Process.Start(new ProcessStartInfo("kill", ["-s", signal.ToString(), process.Id.ToString()])
+                while (i > 0 && Acknowledged() < 1 && !process.HasExited && clock.Elapsed < Timeout) Thread.Sleep(1);
+                var kill = ChildProcess.Finish(Process.Start(new ProcessStartInfo("kill", ["-s", signals[i].ToString(), process.Id.ToString()])
                     { RedirectStandardOutput = true, RedirectStandardError = true })!, Timeout, "kill");
-                Assert.True(kill.ExitCode == 0, $"kill -s {signal} {process.Id}: {kill.Stderr}");
-                Thread.Sleep(50);
+                Assert.True(kill.ExitCode == 0, $"kill -s {signals[i]} {process.Id}: {kill.Stderr}");
             }
             if (!process.WaitForExit(Timeout))
                 throw new TimeoutException($"the signalled run did not end within {Timeout.TotalSeconds} s");
             process.WaitForExit();
-            return new CliResult(process.ExitCode, stdout.Result, stderr.Result);
+            lock (stderr) return new CliResult(process.ExitCode, stdout.Result, string.Join('\n', stderr));
         }
         finally
         {

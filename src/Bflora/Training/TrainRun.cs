@@ -72,70 +72,80 @@ public static class TrainRun
         }
         progress.Line(Describe(session));
 
-        var schedule = new LrSchedule(t.Lr, t.WarmupSteps, t.Steps);
-        long firstStep = session.CompletedSteps + 1;
-        var clock = Stopwatch.StartNew();
-        long tokens = 0;
-        long skips = 0;
-        string? lastCheckpoint = null;
-        int stoppedBy = 0;
-        using (var signals = options.StopOnSignals ? StopSignals.Listen(sync.WorldSize > 1 ? $"rank {sync.Rank}: " : "") : null)
-        {
-            while (session.CompletedSteps < t.Steps)
-            {
-                var step = session.Step(schedule);
-                tokens += step.Tokens;
-                double elapsed = clock.Elapsed.TotalSeconds;
-                double tokensPerSecond = tokens / Math.Max(elapsed, 1e-9);
-                if (step.Skipped)
-                {
-                    string what = $"loss {step.Loss:G4}, gradient norm {step.GradNorm:G4}";
-                    if (!t.SkipNonfinite)
-                        throw new NonFiniteStepException(
-                            $"step {step.Step}: non-finite {what}; stopped without applying it, the last complete checkpoint is " +
-                            $"{Checkpointer.Newest(output) ?? "none"} (training.skip_nonfinite = true skips such steps)");
-                    skips++;
-                    progress.Line($"Step {step.Step}/{t.Steps} | skipped: non-finite {what} | {skips} skipped so far");
-                }
-                else
-                {
-                    session.Unlogged = session.Unlogged.With(step.Loss);
-                    var eta = TimeSpan.FromSeconds(elapsed / (step.Step - firstStep + 1) * (t.Steps - step.Step));
-                    progress.Step(step.Step, t.Steps, step.Loss, tokensPerSecond, eta);
-                }
-                // A skipped step has no numbers worth a row (JSON cannot hold NaN); its neighbours' rows carry on.
-                if (step.Step % t.LogFreq == 0 && !step.Skipped)
-                {
-                    var row = new MetricsRow(step.Step, session.Unlogged.Mean, step.Lr, step.GradNorm, tokensPerSecond);
-                    session.Unlogged = UnloggedLoss.None;
-                    if (lead) MetricsLog.Append(output, row);
-                    progress.Line(row.LogLine(t.Steps, elapsed));
-                }
-                // Every rank asks, so one rank's signal stops all of them after this same step.
-                int signal = sync.MaxOverRanks(signals?.Received ?? 0);
-                bool stop = signal != 0 && step.Step < t.Steps;
-                if (step.Step % t.SaveFreq == 0 || step.Step == t.Steps || stop)
-                {
-                    lastCheckpoint = SaveCheckpoint(output, session);
-                    progress.Line($"Saved checkpoint {lastCheckpoint}");
-                }
-                if (stop)
-                {
-                    stoppedBy = signal;
-                    progress.Line($"Stopped by {StopSignals.Name(signal)} after step {step.Step}/{t.Steps}; " +
-                                  "continue it with --resume");
-                    break;
-                }
-            }
-        }
+        var run = RunSteps(session, output, progress, sync, options.StopOnSignals);
         // Read before loss.png is drawn: the plot's renderer is not the training's memory.
         progress.Line($"Memory of rank 0: peak resident {ProcessMemory.Peak()} bytes, {session.ResidentBeforeModel} before the model" +
                       (ComputeDevice.MemoryInUse(session.Device) is long gpu ? $"; {gpu} bytes in use on {session.Device}" : ""));
-        if (skips > 0) progress.Line($"Skipped {skips} of {session.CompletedSteps - firstStep + 1} steps (non-finite loss or gradient)");
-        double total = clock.Elapsed.TotalSeconds;
+        if (run.Skips > 0) progress.Line($"Skipped {run.Skips} of {run.Steps} steps (non-finite loss or gradient)");
         var rows = MetricsLog.Read(output);
         if (lead && rows.Count > 0) LossPlot.Write(Path.Combine(output, "loss.png"), rows, $"{config.Name}: training loss");
-        return new TrainResult(session.CompletedSteps, tokens / Math.Max(total, 1e-9), lastCheckpoint!, rows, stoppedBy);
+        return new TrainResult(session.CompletedSteps, run.Tokens / Math.Max(run.Seconds, 1e-9), run.LastCheckpoint!, rows,
+            run.StoppedBy);
+    }
+
+    /// <summary>What <see cref="RunSteps"/> did: steps run here, their tokens and time, skips, the last checkpoint, the stopping signal.</summary>
+    private sealed record StepsRun(long Steps, long Tokens, double Seconds, long Skips, string? LastCheckpoint, int StoppedBy);
+
+    /// <summary>
+    /// The steps from the session's position to training.steps: log lines and metrics rows every log_freq steps,
+    /// checkpoints every save_freq steps and at the end, and with <paramref name="stopOnSignals"/> a checkpointed stop
+    /// after the step during which any rank was signalled.
+    /// </summary>
+    private static StepsRun RunSteps(TrainingSession session, string output, ITrainingProgress progress, IGradientSync sync,
+        bool stopOnSignals)
+    {
+        var t = session.Config.Training;
+        var schedule = new LrSchedule(t.Lr, t.WarmupSteps, t.Steps);
+        long firstStep = session.CompletedSteps + 1;
+        var clock = Stopwatch.StartNew();
+        long tokens = 0, skips = 0;
+        string? lastCheckpoint = null;
+        using var signals = stopOnSignals ? StopSignals.Listen(sync.WorldSize > 1 ? $"rank {sync.Rank}: " : "") : null;
+        while (session.CompletedSteps < t.Steps)
+        {
+            var step = session.Step(schedule);
+            tokens += step.Tokens;
+            double elapsed = clock.Elapsed.TotalSeconds;
+            double tokensPerSecond = tokens / Math.Max(elapsed, 1e-9);
+            if (step.Skipped)
+            {
+                string what = $"loss {step.Loss:G4}, gradient norm {step.GradNorm:G4}";
+                if (!t.SkipNonfinite)
+                    throw new NonFiniteStepException(
+                        $"step {step.Step}: non-finite {what}; stopped without applying it, the last complete checkpoint is " +
+                        $"{Checkpointer.Newest(output) ?? "none"} (training.skip_nonfinite = true skips such steps)");
+                skips++;
+                progress.Line($"Step {step.Step}/{t.Steps} | skipped: non-finite {what} | {skips} skipped so far");
+            }
+            else
+            {
+                session.Unlogged = session.Unlogged.With(step.Loss);
+                var eta = TimeSpan.FromSeconds(elapsed / (step.Step - firstStep + 1) * (t.Steps - step.Step));
+                progress.Step(step.Step, t.Steps, step.Loss, tokensPerSecond, eta);
+            }
+            // A skipped step has no numbers worth a row (JSON cannot hold NaN); its neighbours' rows carry on.
+            if (step.Step % t.LogFreq == 0 && !step.Skipped)
+            {
+                var row = new MetricsRow(step.Step, session.Unlogged.Mean, step.Lr, step.GradNorm, tokensPerSecond);
+                session.Unlogged = UnloggedLoss.None;
+                if (sync.Rank == 0) MetricsLog.Append(output, row);
+                progress.Line(row.LogLine(t.Steps, elapsed));
+            }
+            // Every rank asks, so one rank's signal stops all of them after this same step.
+            int signal = sync.MaxOverRanks(signals?.Received ?? 0);
+            bool stop = signal != 0 && step.Step < t.Steps;
+            if (step.Step % t.SaveFreq == 0 || step.Step == t.Steps || stop)
+            {
+                lastCheckpoint = SaveCheckpoint(output, session);
+                progress.Line($"Saved checkpoint {lastCheckpoint}");
+            }
+            if (stop)
+            {
+                progress.Line($"Stopped by {StopSignals.Name(signal)} after step {step.Step}/{t.Steps}; continue it with --resume");
+                return new StepsRun(step.Step - firstStep + 1, tokens, clock.Elapsed.TotalSeconds, skips, lastCheckpoint, signal);
+            }
+        }
+        return new StepsRun(t.Steps - firstStep + 1, tokens, clock.Elapsed.TotalSeconds, skips, lastCheckpoint, 0);
     }
 
     /// <summary>Fails before any work if the output folder cannot be created or written.</summary>

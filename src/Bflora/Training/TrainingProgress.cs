@@ -28,11 +28,14 @@ public sealed class TerminalProgress : ITrainingProgress
 
     private TerminalProgress(ProgressTask task) => _task = task;
 
-    /// <summary>Runs <paramref name="body"/> inside a live progress display.</summary>
+    /// <summary>
+    /// Runs <paramref name="body"/> inside a live progress display. The time left is the description's ETA, from this
+    /// run's own steps: Spectre's estimate would take a resumed run's jump to its first step for speed.
+    /// </summary>
     public static T Run<T>(long firstStep, long totalSteps, Func<ITrainingProgress, T> body) =>
         AnsiConsole.Progress()
             .AutoClear(false)
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn())
             .Start(ctx =>
             {
                 var task = ctx.AddTask("training", maxValue: totalSteps);

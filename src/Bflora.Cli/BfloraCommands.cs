@@ -56,6 +56,17 @@ public static class BfloraCommands
     internal static void Warn(string message) => Console.Error.WriteLine($"warning: {message}");
 
     internal static Option<FileInfo> JsonOption() => new("--json") { Description = "also write the result as JSON to this file" };
+
+    /// <summary>
+    /// The --json file, refused now if it could not be written at the end: an eval of a large model or a bench runs
+    /// for minutes to hours before its result exists.
+    /// </summary>
+    internal static FileInfo? JsonTarget(ParseResult parse, Option<FileInfo> json)
+    {
+        var file = parse.GetValue(json);
+        if (file is not null) AtomicFile.EnsureWritable(file.FullName, "--json");
+        return file;
+    }
 }
 
 /// <summary>An option that is short for `--set <paramref name="Key"/>=VALUE`, VALUE as typed (read as TOML, like --set).</summary>

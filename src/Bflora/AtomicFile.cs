@@ -27,6 +27,34 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>
+    /// Fails now, with one line naming <paramref name="path"/>, when <see cref="Write"/> could not write it later: the
+    /// path is a folder, or the folder it would go into (or the nearest one that exists, which Write would create the
+    /// rest under) cannot take a new file. For outputs written after a long run (an eval's JSON). Creates nothing.
+    /// </summary>
+    public static void EnsureWritable(string path, string what)
+    {
+        string fullPath = Path.GetFullPath(path);
+        if (Directory.Exists(fullPath)) throw new BfloraInputException($"{what} {fullPath} is a folder, not a file");
+        string? folder = Path.GetDirectoryName(fullPath);
+        while (folder is not null && !Directory.Exists(folder))
+        {
+            if (File.Exists(folder)) throw new BfloraInputException($"cannot write {what} {fullPath}: {folder} is a file");
+            folder = Path.GetDirectoryName(folder);
+        }
+        if (folder is null) throw new BfloraInputException($"cannot write {what} {fullPath}: no folder of it exists");
+        string probe = Path.Combine(folder, $".write-test-{Guid.NewGuid():N}");
+        try
+        {
+            using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write)) { }
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new BfloraInputException($"cannot write {what} {fullPath}: {e.Message}");
+        }
+    }
+
     public static void WriteAllText(string path, string text) =>
         Write(path, stream =>
         {

@@ -39,6 +39,7 @@ public static class BenchCommand
         };
         cmd.SetAction(parse =>
         {
+            var jsonFile = BfloraCommands.JsonTarget(parse, json);
             // One rank's threads: all cores, as a single-process train gets.
             DistributedRuntime.Start(1);
             var overrides = BfloraCommands.Overrides(parse, set, device);
@@ -50,7 +51,7 @@ public static class BenchCommand
                 var shape = TrainShape.Llama1B(parse.GetValue(batch), parse.GetValue(quick));
                 var result = DeviceThroughput.Run(shape, overrides, parse.GetValue(peak), parse.GetValue(quick), Console.Error);
                 Console.WriteLine(result.ToJsonLine());
-                if (parse.GetValue(json) is { } resultFile) AtomicFile.WriteAllText(resultFile.FullName, result.ToJsonLine());
+                if (jsonFile is not null) AtomicFile.WriteAllText(jsonFile.FullName, result.ToJsonLine());
                 return ExitCodes.Ok;
             }
             // Left silently unused, they would let a user believe the ratios were measured at that batch or peak.
@@ -59,7 +60,7 @@ public static class BenchCommand
                     throw new BfloraInputException($"{only.Name} applies to the throughput only (--throughput or --device cuda)");
             var items = BenchRun.Run(parse.GetValue(quick), SelfCommand(), overrides, Console.Error);
             BenchRun.PrintTable(items, Console.Out);
-            if (parse.GetValue(json) is { } file) AtomicFile.WriteAllText(file.FullName, BenchRun.ToJson(items));
+            if (jsonFile is not null) AtomicFile.WriteAllText(jsonFile.FullName, BenchRun.ToJson(items));
             return ExitCodes.Ok;
         });
         return cmd;

@@ -30,6 +30,7 @@ public static class EvalCommand
         cmd.SetAction(parse =>
         {
             var cfg = BfloraCommands.LoadConfig(parse.GetValue(config)!, BfloraCommands.Overrides(parse, set, device));
+            var jsonFile = BfloraCommands.JsonTarget(parse, json);
             var collectives = StartRanks(cfg);
             bool lead = collectives is null || collectives.Rank == 0;
             // Only rank 0 speaks: it prints the table, warns and writes the JSON.
@@ -43,13 +44,13 @@ public static class EvalCommand
                 if (parse.GetValue(bitflip) || parse.GetValue(adapter) is not null)
                     warn("profile forces the clean model (--bitflip and --adapter are ignored)");
                 var profiled = ProfileRun.Execute(cfg, parse.GetValue(numSamples), output, warn, collectives: collectives, progress: bar);
-                if (lead && parse.GetValue(json) is { } profileJson) AtomicFile.WriteAllText(profileJson.FullName, profiled.ToJson());
+                if (lead && jsonFile is not null) AtomicFile.WriteAllText(jsonFile.FullName, profiled.ToJson());
                 return ExitCodes.Ok;
             }
             var request = new EvalRequest(parse.GetValue(numSamples), parse.GetValue(bitflip), parse.GetValue(bitflipSeed),
                 parse.GetValue(adapter)?.FullName);
             var result = EvalRun.Execute(cfg, request, output, warn, collectives, bar);
-            if (lead && parse.GetValue(json) is { } jsonFile) AtomicFile.WriteAllText(jsonFile.FullName, result.ToJson());
+            if (lead && jsonFile is not null) AtomicFile.WriteAllText(jsonFile.FullName, result.ToJson());
             return ExitCodes.Ok;
         });
         return cmd;

@@ -125,8 +125,21 @@ public class BrokenInputCliTests(BrokenHfFolder model) : IClassFixture<BrokenHfF
     {
         using var dir = new TempFolder();
         var r = CliRunner.Run(["eval", "--config", Debug, "--num-samples", "2", "--json", dir.Path], CleanError.Timeout);
-        CleanError.Check(r, dir.Path);
+        CleanError.Check(r, $"--json {dir.Path} is a folder, not a file");
+        Assert.DoesNotContain("EVAL", r.Stdout);   // refused before the evaluation, not after it
         Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
+    }
+
+    [Fact]
+    public void A_json_output_under_a_file_is_refused_before_the_bench()
+    {
+        using var dir = new TempFolder();
+        string file = dir.File("plain");
+        File.WriteAllText(file, "");
+        var r = CliRunner.Run(["bench", "--quick", "--json", Path.Combine(file, "sub", "bench.json")], CleanError.Timeout);
+        CleanError.Check(r, "cannot write --json", $"{file} is a file");
+        Assert.Empty(r.Stdout.Trim());
+        Assert.Equal([file], Directory.GetFileSystemEntries(dir.Path));
     }
 
     [Fact]

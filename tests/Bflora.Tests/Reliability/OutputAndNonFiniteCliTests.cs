@@ -47,6 +47,19 @@ public class OutputAndNonFiniteCliTests
         Assert.Empty(Directory.GetFileSystemEntries(disk.File("run")));
     }
 
+    [Theory]
+    [InlineData("eval")]
+    [InlineData("eval", "--profile")]
+    public void An_eval_json_on_a_read_only_disk_is_refused_before_the_eval(params string[] command)
+    {
+        using var disk = new TinyDisk("64k", readOnly: true);
+        string json = disk.File(Path.Combine("results", "eval.json"));
+        var r = CliRunner.Run([.. command, "--config", RepoPaths.Of("configs", "debug.toml"), "--num-samples", "2", "--json", json],
+            CleanError.Timeout);
+        CleanError.Check(r, $"cannot write --json {json}", "Read-only file system");
+        Assert.DoesNotContain("EVAL", r.Stdout);
+    }
+
     [Fact]
     public void A_disk_that_fills_up_mid_run_ends_it_naming_the_last_complete_checkpoint()
     {
@@ -101,9 +114,9 @@ public class OutputAndNonFiniteCliTests
     {
         private readonly TempFolder _dir = new();
 
-        public TinyDisk(string size)
+        public TinyDisk(string size, bool readOnly = false)
         {
-            using var mount = Process.Start("mount", ["-t", "tmpfs", "-o", $"size={size}", "tmpfs", _dir.Path])!;
+            using var mount = Process.Start("mount", ["-t", "tmpfs", "-o", $"size={size}{(readOnly ? ",ro" : "")}", "tmpfs", _dir.Path])!;
             mount.WaitForExit();
             if (mount.ExitCode == 0) return;
             _dir.Dispose();

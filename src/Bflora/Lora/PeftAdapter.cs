@@ -72,17 +72,41 @@ public static class PeftAdapter
         if (!File.Exists(path)) throw new BfloraInputException($"{folder} is not a PEFT adapter folder: no {ConfigFile}");
         if (!File.Exists(Path.Combine(folder, WeightsFile)))
             throw new BfloraInputException($"{folder} is not a PEFT adapter folder: no {WeightsFile}");
-        JsonNode? root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)); }
+        JsonNode? parsed;
+        try { parsed = JsonNode.Parse(File.ReadAllText(path)); }
         catch (JsonException e) { throw new BfloraInputException($"{path} is not valid JSON: {e.Message}"); }
-        if (root?["peft_type"]?.GetValue<string>() is not "LORA")
+        if (parsed is not JsonObject root) throw new BfloraInputException($"{path} must hold a JSON object");
+        if (Text(root, "peft_type", path) is not "LORA")
             throw new BfloraInputException($"{path}: peft_type must be \"LORA\"");
-        int r = root["r"]?.GetValue<int>() ?? throw new BfloraInputException($"{path}: missing 'r'");
-        double alpha = root["lora_alpha"]?.GetValue<double>() ?? throw new BfloraInputException($"{path}: missing 'lora_alpha'");
+        int r = Number<int>(root, "r", "an integer", path) ?? throw new BfloraInputException($"{path}: missing 'r'");
+        double alpha = Number<double>(root, "lora_alpha", "a number", path)
+                       ?? throw new BfloraInputException($"{path}: missing 'lora_alpha'");
         if (r <= 0) throw new BfloraInputException($"{path}: r must be positive, got {r}");
-        var targets = root["target_modules"]?.AsArray().Select(n => n!.GetValue<string>()).ToList() ?? [];
-        return new PeftAdapterConfig(r, alpha, targets, root["base_model_name_or_path"]?.GetValue<string>() ?? "");
+        if (!double.IsFinite(alpha)) throw new BfloraInputException($"{path}: lora_alpha must be finite, got {alpha}");
+        var targets = root["target_modules"] switch
+        {
+            null => [],
+            JsonArray items => items.Select(n => n is JsonValue v && v.TryGetValue(out string? t) ? t
+                : throw new BfloraInputException($"{path}: target_modules must be a list of strings")).ToList(),
+            _ => throw new BfloraInputException($"{path}: target_modules must be a list of strings"),
+        };
+        return new PeftAdapterConfig(r, alpha, targets, Text(root, "base_model_name_or_path", path) ?? "");
     }
+
+    /// <summary>The number at <paramref name="key"/>; null when absent (or JSON null), an error when not such a number.</summary>
+    private static T? Number<T>(JsonObject root, string key, string what, string path) where T : struct => root[key] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue(out T value) => value,
+        _ => throw new BfloraInputException($"{path}: '{key}' must be {what}"),
+    };
+
+    private static string? Text(JsonObject root, string key, string path) => root[key] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue(out string? value) => value,
+        _ => throw new BfloraInputException($"{path}: '{key}' must be a string"),
+    };
 
     /// <summary>
     /// The adapter's (A, B) per torchtitan layer name (e.g. <c>layers.0.attention.wq</c>), B already in torchtitan row

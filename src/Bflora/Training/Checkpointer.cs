@@ -178,6 +178,38 @@ public static partial class Checkpointer
             .FirstOrDefault();
     }
 
+    /// <summary>
+    /// What makes a parsed state.json unusable, or null: JSON cannot say "required" or "not negative", and a field left
+    /// out or null would otherwise surface as a crash deep inside the resume.
+    /// </summary>
+    private static string? Invalid(TrainerState s)
+    {
+        if (s.Step < 0 || s.OptimizerSteps < 0 || s.FlipStep < 0) return "negative step counts";
+        if (s.WorldSize < 1) return $"world_size {s.WorldSize}";
+        if (s.ConfigName is null || s.Trainable is null || s.MasterDtype is null)
+            return "config_name, trainable and master_dtype are required";
+        if (s.Unlogged is { } u && (u.Steps < 0 || !double.IsFinite(u.Sum))) return "unlogged_loss is out of range";
+        if (s.DataCursor is not { } c) return "data_cursor is required";
+        if (c.Carry is null || c.Epoch < 0 || c.WindowInEpoch < 0 || c.Document < 0 || c.Chunk < 0 || c.SkipInChunk < 0)
+            return "data_cursor is out of range";
+        foreach (var slot in s.OptimizerSlots ?? [])
+        {
+            if (slot?.Name is null || slot.Members is null || slot.ShardNumel < 0) return "an optimizer slot without name, members or size";
+            foreach (var m in slot.Members)
+            {
+                if (m?.Name is null || m.Shape is null || m.Shape.Any(d => d < 0) || m.Offset < 0)
+                    return $"optimizer slot '{slot.Name}' has a member without name or with a negative shape or offset";
+                // Checked so that a huge shape cannot wrap around to a plausible element count.
+                long numel;
+                try { numel = m.Shape.Aggregate(1L, (n, d) => checked(n * d)); }
+                catch (OverflowException) { return $"'{m.Name}' has an impossibly large shape"; }
+                if (slot.ShardNumel > long.MaxValue / s.WorldSize || m.Offset > slot.ShardNumel * s.WorldSize - numel)
+                    return $"'{m.Name}' lies past the end of optimizer slot '{slot.Name}'";
+            }
+        }
+        return null;
+    }
+
     /// <summary>Restores <paramref name="session"/> from the checkpoint folder <paramref name="folder"/>, written at any world size.</summary>
     public static TrainerState Load(string folder, TrainingSession session)
     {
@@ -192,6 +224,8 @@ public static partial class Checkpointer
         {
             throw new BfloraInputException($"{stateDir}/{StateJson} is not a valid trainer state: {e.Message}");
         }
+        if (Invalid(state) is { } problem)
+            throw new BfloraInputException($"{stateDir}/{StateJson} is not a valid trainer state: {problem}");
         if (state.MasterDtype != session.Config.Training.MasterDtype)
             throw new BfloraInputException(
                 $"the checkpoint keeps {state.MasterDtype} masters, the config says training.master_dtype = \"{session.Config.Training.MasterDtype}\"");

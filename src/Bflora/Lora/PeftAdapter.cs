@@ -73,7 +73,8 @@ public static class PeftAdapter
         if (!File.Exists(Path.Combine(folder, WeightsFile)))
             throw new BfloraInputException($"{folder} is not a PEFT adapter folder: no {WeightsFile}");
         JsonNode? parsed;
-        try { parsed = JsonNode.Parse(File.ReadAllText(path)); }
+        // A repeated key is refused by the parser: JsonObject would otherwise meet it only when first indexed.
+        try { parsed = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }); }
         catch (JsonException e) { throw new BfloraInputException($"{path} is not valid JSON: {e.Message}"); }
         if (parsed is not JsonObject root) throw new BfloraInputException($"{path} must hold a JSON object");
         if (Text(root, "peft_type", path) is not "LORA")

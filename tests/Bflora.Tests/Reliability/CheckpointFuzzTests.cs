@@ -63,6 +63,17 @@ public sealed class CheckpointFuzzTests : IDisposable
     }
 
     [Fact]
+    public void A_repeated_key_in_an_adapter_config_is_an_input_error()
+    {
+        string folder = Copy("repeated");
+        string path = Path.Combine(folder, "adapter_config.json");
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"r\":", "\"r\": 4, \"r\":"));
+        using var session = TrainingSession.Open(TrainingKit.Config("lora", steps: 2));
+        var e = Assert.Throws<BfloraInputException>(() => PeftAdapter.Load(folder, session.Converted, session.Args));
+        Assert.Contains("Duplicate property 'r'", e.Message);
+    }
+
+    [Fact]
     public void Mutated_adapter_weights_fail_only_with_input_errors()
     {
         string folder = Copy("weights");

@@ -26,20 +26,46 @@ public static class MetricsLog
     public static void Append(string outputFolder, MetricsRow row) =>
         File.AppendAllText(Path.Combine(outputFolder, FileName), JsonSerializer.Serialize(row) + "\n");
 
-    public static List<MetricsRow> Read(string outputFolder)
+    public static List<MetricsRow> Read(string outputFolder) => Read(outputFolder, out _);
+
+    /// <summary>
+    /// The rows in the file. A last line without its newline is a row a crash (or a full disk) cut short: it is left
+    /// out, and <paramref name="cutShort"/> says so. Any other line that is not a row is an error naming it.
+    /// </summary>
+    private static List<MetricsRow> Read(string outputFolder, out bool cutShort)
     {
         string path = Path.Combine(outputFolder, FileName);
+        cutShort = false;
         if (!File.Exists(path)) return [];
-        return File.ReadAllLines(path).Where(l => l.Length > 0)
-            .Select(l => JsonSerializer.Deserialize<MetricsRow>(l) ?? throw new InvalidDataException($"{path}: empty row"))
-            .ToList();
+        string[] lines = File.ReadAllText(path).Split('\n');
+        var rows = new List<MetricsRow>(lines.Length);
+        for (int i = 0; i < lines.Length; i++)
+        {
+            if (lines[i].Length == 0) continue;
+            try
+            {
+                rows.Add(JsonSerializer.Deserialize<MetricsRow>(lines[i]) ?? throw new JsonException("null"));
+            }
+            catch (JsonException) when (i == lines.Length - 1)
+            {
+                cutShort = true;
+            }
+            catch (JsonException e)
+            {
+                throw new BfloraInputException($"{path} line {i + 1} is not a metrics row: {e.Message}");
+            }
+        }
+        return rows;
     }
 
-    /// <summary>Drops rows after <paramref name="step"/>: a resumed run repeats the steps after its checkpoint.</summary>
+    /// <summary>
+    /// Drops rows after <paramref name="step"/> (a resumed run repeats the steps after its checkpoint) and a last row
+    /// a crash cut short.
+    /// </summary>
     public static void TruncateAfter(string outputFolder, long step)
     {
-        var rows = Read(outputFolder);
-        if (rows.All(r => r.Step <= step)) return;
+        var rows = Read(outputFolder, out bool cutShort);
+        if (!cutShort && rows.All(r => r.Step <= step)) return;
         AtomicFile.WriteAllText(Path.Combine(outputFolder, FileName),
             string.Concat(rows.Where(r => r.Step <= step).Select(r => JsonSerializer.Serialize(r) + "\n")));
     }

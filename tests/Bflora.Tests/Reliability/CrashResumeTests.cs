@@ -39,6 +39,36 @@ public class CrashResumeTests
         Assert.Equal(Losses(whole), Losses(killed));
     }
 
+    [Fact]
+    public void A_metrics_row_cut_short_by_a_crash_is_dropped_on_resume()
+    {
+        using var dir = new TempFolder();
+        string whole = dir.File("whole"), cut = dir.File("cut");
+        Assert.Equal(0, CliRunner.Run(Train(whole), CleanError.Timeout).ExitCode);
+        var first = CliRunner.Run(Train(cut).Select(a => a == Steps.ToString() ? "3" : a).ToArray(), CleanError.Timeout);
+        Assert.True(first.ExitCode == 0, first.Stderr);
+        // What a crash in the middle of the next append leaves: half a row, no newline.
+        string metrics = Path.Combine(cut, "metrics.jsonl");
+        File.AppendAllText(metrics, "{\"step\":4,\"loss\":5.9");
+        var resumed = CliRunner.Run([.. Train(cut), "--resume"], CleanError.Timeout);
+        Assert.True(resumed.ExitCode == 0, resumed.Stderr);
+        Assert.Equal(Losses(whole), Losses(cut));
+    }
+
+    [Fact]
+    public void A_broken_metrics_row_that_is_not_the_last_is_one_error_line()
+    {
+        using var dir = new TempFolder();
+        string run = dir.File("run");
+        Assert.Equal(0, CliRunner.Run(Train(run).Select(a => a == Steps.ToString() ? "3" : a).ToArray(), CleanError.Timeout).ExitCode);
+        string metrics = Path.Combine(run, "metrics.jsonl");
+        var lines = File.ReadAllLines(metrics);
+        lines[1] = lines[1][..10];
+        File.WriteAllLines(metrics, lines);
+        var resumed = CliRunner.Run([.. Train(run), "--resume"], CleanError.Timeout);
+        CleanError.Check(resumed, $"{metrics} line 2 is not a metrics row");
+    }
+
     /// <summary>
     /// Starts the trainer and sends SIGKILL as soon as a temporary checkpoint folder after <paramref name="afterStep"/>
     /// shows up (mid-write), or at the latest when that checkpoint is complete.

@@ -43,24 +43,34 @@ public sealed class CheckpointFuzzTests : IDisposable
         return copy;
     }
 
-    [Fact]
-    public void Mutated_adapter_configs_fail_only_with_input_errors()
+    /// <summary>
+    /// Breaks <paramref name="relativeFile"/> of a fresh copy of the checkpoint in many seeded ways and hands the folder
+    /// to <paramref name="load"/> each time, with a live session of the run's shape.
+    /// </summary>
+    private void Fuzz(string relativeFile, Func<Random, byte[], byte[]> mutate, Action<string, TrainingSession> load)
     {
-        string folder = Copy("config");
-        string path = Path.Combine(folder, "adapter_config.json");
+        string folder = Copy(Path.GetFileNameWithoutExtension(relativeFile));
+        string path = Path.Combine(folder, relativeFile);
         byte[] original = File.ReadAllBytes(path);
         using var session = TrainingSession.Open(TrainingKit.Config("lora", steps: 2));
         var rng = new Random(Seed);
         for (int i = 0; i < 1500; i++)
         {
-            File.WriteAllBytes(path, LoaderFuzzTests.Mutate(rng, original, LoaderFuzzTests.JsonTokens, 0, original.Length));
+            File.WriteAllBytes(path, mutate(rng, original));
             LoaderFuzzTests.ExpectClean(Seed, i, () =>
             {
                 using var scope = NewDisposeScope();
-                PeftAdapter.Load(folder, session.Converted, session.Args);
+                load(folder, session);
             }, InputErrors);
         }
     }
+
+    private static byte[] MutateJson(Random rng, byte[] original) =>
+        LoaderFuzzTests.Mutate(rng, original, LoaderFuzzTests.JsonTokens, 0, original.Length);
+
+    [Fact]
+    public void Mutated_adapter_configs_fail_only_with_input_errors() =>
+        Fuzz("adapter_config.json", MutateJson, (folder, session) => PeftAdapter.Load(folder, session.Converted, session.Args));
 
     [Fact]
     public void A_repeated_key_in_an_adapter_config_is_an_input_error()
@@ -74,45 +84,18 @@ public sealed class CheckpointFuzzTests : IDisposable
     }
 
     [Fact]
-    public void Mutated_adapter_weights_fail_only_with_input_errors()
-    {
-        string folder = Copy("weights");
-        string path = Path.Combine(folder, "adapter_model.safetensors");
-        byte[] original = File.ReadAllBytes(path);
-        int headerEnd = 8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(original);
-        using var session = TrainingSession.Open(TrainingKit.Config("lora", steps: 2));
-        var rng = new Random(Seed);
-        for (int i = 0; i < 1500; i++)
+    public void Mutated_adapter_weights_fail_only_with_input_errors() =>
+        Fuzz("adapter_model.safetensors", (rng, original) =>
         {
+            int headerEnd = 8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(original);
             byte[] bytes = LoaderFuzzTests.Mutate(rng, original, LoaderFuzzTests.JsonTokens, 8, headerEnd);
             // Mostly keep the length field true to the mutated header, so the mutations reach the key and shape checks.
             if (rng.Next(4) != 0 && bytes.Length >= 8)
                 BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)Math.Max(0, headerEnd - 8 + bytes.Length - original.Length));
-            File.WriteAllBytes(path, bytes);
-            LoaderFuzzTests.ExpectClean(Seed, i, () =>
-            {
-                using var scope = NewDisposeScope();
-                PeftAdapter.Load(folder, session.Converted, session.Args);
-            }, InputErrors);
-        }
-    }
+            return bytes;
+        }, (folder, session) => PeftAdapter.Load(folder, session.Converted, session.Args));
 
     [Fact]
-    public void Mutated_trainer_states_fail_only_with_input_errors()
-    {
-        string folder = Copy("state");
-        string path = Path.Combine(folder, "trainer_state", "state.json");
-        byte[] original = File.ReadAllBytes(path);
-        using var session = TrainingSession.Open(TrainingKit.Config("lora", steps: 2));
-        var rng = new Random(Seed);
-        for (int i = 0; i < 1500; i++)
-        {
-            File.WriteAllBytes(path, LoaderFuzzTests.Mutate(rng, original, LoaderFuzzTests.JsonTokens, 0, original.Length));
-            LoaderFuzzTests.ExpectClean(Seed, i, () =>
-            {
-                using var scope = NewDisposeScope();
-                Checkpointer.Load(folder, session);
-            }, InputErrors);
-        }
-    }
+    public void Mutated_trainer_states_fail_only_with_input_errors() =>
+        Fuzz(Path.Combine("trainer_state", "state.json"), MutateJson, (folder, session) => Checkpointer.Load(folder, session));
 }

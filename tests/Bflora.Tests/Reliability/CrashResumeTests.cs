@@ -15,8 +15,8 @@ public class CrashResumeTests
 {
     private const int Steps = 6;
 
-    private static string[] Train(string output) =>
-        ["train", "--config", RepoPaths.Of("configs", "debug.toml"), "--steps", Steps.ToString(), "--out", output,
+    private static string[] Train(string output, int steps = Steps) =>
+        ["train", "--config", RepoPaths.Of("configs", "debug.toml"), "--steps", steps.ToString(), "--out", output,
          "--set", "training.seq_len=32", "--set", "training.log_freq=1", "--set", "training.save_freq=1"];
 
     [Fact]
@@ -45,7 +45,7 @@ public class CrashResumeTests
         using var dir = new TempFolder();
         string whole = dir.File("whole"), cut = dir.File("cut");
         Assert.Equal(0, CliRunner.Run(Train(whole), CleanError.Timeout).ExitCode);
-        var first = CliRunner.Run(Train(cut).Select(a => a == Steps.ToString() ? "3" : a).ToArray(), CleanError.Timeout);
+        var first = CliRunner.Run(Train(cut, steps: 3), CleanError.Timeout);
         Assert.True(first.ExitCode == 0, first.Stderr);
         // What a crash in the middle of the next append leaves: half a row, no newline.
         string metrics = Path.Combine(cut, "metrics.jsonl");
@@ -60,7 +60,7 @@ public class CrashResumeTests
     {
         using var dir = new TempFolder();
         string run = dir.File("run");
-        Assert.Equal(0, CliRunner.Run(Train(run).Select(a => a == Steps.ToString() ? "3" : a).ToArray(), CleanError.Timeout).ExitCode);
+        Assert.Equal(0, CliRunner.Run(Train(run, steps: 3), CleanError.Timeout).ExitCode);
         string metrics = Path.Combine(run, "metrics.jsonl");
         var lines = File.ReadAllLines(metrics);
         lines[1] = lines[1][..10];

@@ -43,16 +43,25 @@ public static class AtomicFile
             folder = Path.GetDirectoryName(folder);
         }
         if (folder is null) throw new BfloraInputException($"cannot write {what} {fullPath}: no folder of it exists");
-        string probe = Path.Combine(folder, $".write-test-{Guid.NewGuid():N}");
         try
         {
-            using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write)) { }
-            File.Delete(probe);
+            ProbeFolder(folder);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new BfloraInputException($"cannot write {what} {fullPath}: {e.Message}");
         }
+    }
+
+    /// <summary>
+    /// Creates and deletes an empty hidden file in <paramref name="folder"/>: the one sure test that a new file can go
+    /// there (permissions, a read-only mount). Throws the IOException or UnauthorizedAccessException that says why not.
+    /// </summary>
+    public static void ProbeFolder(string folder)
+    {
+        string probe = Path.Combine(folder, $".write-test-{Guid.NewGuid():N}");
+        using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write)) { }
+        File.Delete(probe);
     }
 
     public static void WriteAllText(string path, string text) =>

@@ -154,9 +154,7 @@ public static class TrainRun
         try
         {
             Directory.CreateDirectory(folder);
-            string probe = Path.Combine(folder, $".write-test-{Guid.NewGuid():N}");
-            File.WriteAllText(probe, "");
-            File.Delete(probe);
+            AtomicFile.ProbeFolder(folder);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

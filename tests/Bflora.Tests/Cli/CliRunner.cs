@@ -13,6 +13,15 @@ public static class CliRunner
     public static CliResult Run(string[] args, TimeSpan? timeout = null, string? workingDirectory = null,
         IReadOnlyDictionary<string, string>? environment = null)
     {
+        var start = StartInfo(args, workingDirectory);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
+        using var process = Process.Start(start)!;
+        return ChildProcess.Finish(process, timeout ?? TimeSpan.FromMinutes(3), $"bflora {string.Join(' ', args)}");
+    }
+
+    /// <summary>`dotnet Bflora.Cli.dll args` with both streams redirected, for a test that drives the process itself.</summary>
+    public static ProcessStartInfo StartInfo(string[] args, string? workingDirectory = null)
+    {
         var start = new ProcessStartInfo("dotnet")
         {
             WorkingDirectory = workingDirectory ?? RepoPaths.Root,
@@ -25,9 +34,7 @@ public static class CliRunner
         start.Environment.Remove("BFLORA_DEBUG");
         // The CLI runs on the libtorch it was built with unless a test names another (a GPU machine may export one).
         start.Environment.Remove("BFLORA_LIBTORCH");
-        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
-        using var process = Process.Start(start)!;
-        return ChildProcess.Finish(process, timeout ?? TimeSpan.FromMinutes(3), $"bflora {string.Join(' ', args)}");
+        return start;
     }
 }
 

@@ -75,11 +75,9 @@ public class CrashResumeTests
     /// </summary>
     private static void KillDuringCheckpoint(string output, int afterStep)
     {
-        var start = new ProcessStartInfo("dotnet") { WorkingDirectory = RepoPaths.Root, RedirectStandardOutput = true };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Bflora.Cli.dll"));
-        foreach (string a in Train(output)) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
+        using var process = Process.Start(CliRunner.StartInfo(Train(output)))!;
         _ = process.StandardOutput.ReadToEndAsync();
+        _ = process.StandardError.ReadToEndAsync();
         string root = Path.Combine(output, "checkpoints");
         var clock = Stopwatch.StartNew();
         bool Due() => Directory.Exists(root) && Directory.GetDirectories(root).Select(Path.GetFileName)

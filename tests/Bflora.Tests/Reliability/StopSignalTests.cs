@@ -120,18 +120,7 @@ public class StopSignalTests
         Assert.True(Directory.Exists(Path.Combine(output, "checkpoints", $"step-{at}")));
     }
 
-    private static Process Start(string[] args)
-    {
-        var start = new ProcessStartInfo("dotnet")
-        {
-            WorkingDirectory = RepoPaths.Root, RedirectStandardOutput = true, RedirectStandardError = true,
-        };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Bflora.Cli.dll"));
-        foreach (string a in args) start.ArgumentList.Add(a);
-        start.Environment.Remove("BFLORA_DEBUG");
-        start.Environment.Remove("BFLORA_LIBTORCH");
-        return Process.Start(start)!;
-    }
+    private static Process Start(string[] args) => Process.Start(CliRunner.StartInfo(args))!;
 
     /// <summary>
     /// Sends <paramref name="signals"/> once metrics.jsonl has <paramref name="rows"/> rows, each after the one before

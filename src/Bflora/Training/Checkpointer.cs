@@ -19,7 +19,9 @@ public sealed record TrainerState(
     [property: JsonPropertyName("trainable")] string Trainable,
     [property: JsonPropertyName("master_dtype")] string MasterDtype,
     [property: JsonPropertyName("unlogged_loss")] UnloggedLoss? Unlogged = null,
-    [property: JsonPropertyName("optimizer_slots")] IReadOnlyList<SavedSlot>? OptimizerSlots = null);
+    [property: JsonPropertyName("optimizer_slots")] IReadOnlyList<SavedSlot>? OptimizerSlots = null,
+    [property: JsonPropertyName("skipped_steps")] long SkippedSteps = 0,
+    [property: JsonPropertyName("data")] DataIdentity? Data = null);
 
 /// <summary>Losses of the steps since the last metrics row, so a resumed run's next row averages the same steps.</summary>
 public sealed record UnloggedLoss(
@@ -160,7 +162,8 @@ public static partial class Checkpointer
         if (!lead) return;
         var state = new TrainerState(session.CompletedSteps, session.Optimizer.StepCount, session.Converted.Step.Value,
             session.DataCursor, session.Config.Name, session.Layout.World, session.Config.Training.Trainable,
-            session.Config.Training.MasterDtype, session.Unlogged, OptimizerState.Describe(session));
+            session.Config.Training.MasterDtype, session.Unlogged, OptimizerState.Describe(session), session.SkippedSteps,
+            session.Data);
         AtomicFile.WriteAllText(Path.Combine(folder, StateJson),
             JsonSerializer.Serialize(state, new JsonSerializerOptions { WriteIndented = true }));
     }
@@ -185,6 +188,8 @@ public static partial class Checkpointer
     private static string? Invalid(TrainerState s)
     {
         if (s.Step < 0 || s.OptimizerSteps < 0 || s.FlipStep < 0) return "negative step counts";
+        if (s.SkippedSteps < 0 || s.SkippedSteps > s.Step) return $"skipped_steps {s.SkippedSteps} of {s.Step} steps";
+        if (s.Data is { Complete: false }) return "data lacks a field or has a negative size";
         if (s.WorldSize < 1) return $"world_size {s.WorldSize}";
         if (s.ConfigName is null || s.Trainable is null || s.MasterDtype is null)
             return "config_name, trainable and master_dtype are required";
@@ -231,6 +236,15 @@ public static partial class Checkpointer
                 $"the checkpoint keeps {state.MasterDtype} masters, the config says training.master_dtype = \"{session.Config.Training.MasterDtype}\"");
         if (state.Trainable != session.Config.Training.Trainable)
             throw new BfloraInputException($"the checkpoint trained \"{state.Trainable}\", the config says \"{session.Config.Training.Trainable}\"");
+        // The cursor counts tokens of the tokenizer it was saved with; under another one it would point nowhere sensible.
+        if (state.Data is { } data && data.Tokenizer != session.Data.Tokenizer)
+            throw new BfloraInputException(
+                $"the checkpoint's data position is in {data.Tokenizer} tokens, the config's tokenizer is {session.Data.Tokenizer}");
+        int vocab = session.Tokenizer.VocabSize;
+        foreach (int id in state.DataCursor.Carry)
+            if (id < 0 || id >= vocab)
+                throw new BfloraInputException(
+                    $"{stateDir}/{StateJson} is not a valid trainer state: data_cursor holds token id {id}, outside the tokenizer's {vocab} ids");
         OptimizerState.Read(stateDir, state, session);
         session.Restore(state);
         return state;

@@ -65,6 +65,11 @@ public static class TrainRun
                 throw new BfloraInputException($"the checkpoint {resumeFrom} is at step {state.Step}; ask for more steps than that (--steps)");
             if (lead) MetricsLog.TruncateAfter(output, state.Step);
             progress.Line($"Resumed from {resumeFrom} at step {state.Step}");
+            // Moving or copying a dataset is fine; other files, a text field or window length go on from a position
+            // that no longer means where the run was, which the user should hear about rather than find in the loss.
+            if (state.Data?.DifferencesTo(session.Data) is { Count: > 0 } changed)
+                progress.Line($"warning: the data differs from the checkpoint's ({string.Join("; ", changed)}): " +
+                              $"training goes on from the saved position, document {state.DataCursor.Document} of epoch {state.DataCursor.Epoch}");
         }
         else if (lead)
         {
@@ -76,15 +81,16 @@ public static class TrainRun
         // Read before loss.png is drawn: the plot's renderer is not the training's memory.
         progress.Line($"Memory of rank 0: peak resident {ProcessMemory.Peak()} bytes, {session.ResidentBeforeModel} before the model" +
                       (ComputeDevice.MemoryInUse(session.Device) is long gpu ? $"; {gpu} bytes in use on {session.Device}" : ""));
-        if (run.Skips > 0) progress.Line($"Skipped {run.Skips} of {run.Steps} steps (non-finite loss or gradient)");
+        if (session.SkippedSteps > 0)
+            progress.Line($"Skipped {session.SkippedSteps} of {session.CompletedSteps} steps (non-finite loss or gradient)");
         var rows = MetricsLog.Read(output);
         if (lead && rows.Count > 0) LossPlot.Write(Path.Combine(output, "loss.png"), rows, $"{config.Name}: training loss");
         return new TrainResult(session.CompletedSteps, run.Tokens / Math.Max(run.Seconds, 1e-9), run.LastCheckpoint!, rows,
             run.StoppedBy);
     }
 
-    /// <summary>What <see cref="RunSteps"/> did: steps run here, their tokens and time, skips, the last checkpoint, the stopping signal.</summary>
-    private sealed record StepsRun(long Steps, long Tokens, double Seconds, long Skips, string? LastCheckpoint, int StoppedBy);
+    /// <summary>What <see cref="RunSteps"/> did: steps run here, their tokens and time, the last checkpoint, the stopping signal.</summary>
+    private sealed record StepsRun(long Steps, long Tokens, double Seconds, string? LastCheckpoint, int StoppedBy);
 
     /// <summary>
     /// The steps from the session's position to training.steps: log lines and metrics rows every log_freq steps,
@@ -98,7 +104,7 @@ public static class TrainRun
         var schedule = new LrSchedule(t.Lr, t.WarmupSteps, t.Steps);
         long firstStep = session.CompletedSteps + 1;
         var clock = Stopwatch.StartNew();
-        long tokens = 0, skips = 0;
+        long tokens = 0;
         string? lastCheckpoint = null;
         using var signals = stopOnSignals ? StopSignals.Listen(sync.WorldSize > 1 ? $"rank {sync.Rank}: " : "") : null;
         while (session.CompletedSteps < t.Steps)
@@ -114,8 +120,8 @@ public static class TrainRun
                     throw new NonFiniteStepException(
                         $"step {step.Step}: non-finite {what}; stopped without applying it, the last complete checkpoint is " +
                         $"{Checkpointer.Newest(output) ?? "none"} (training.skip_nonfinite = true skips such steps)");
-                skips++;
-                progress.Line($"Step {step.Step}/{t.Steps} | skipped: non-finite {what} | {skips} skipped so far");
+                session.SkippedSteps++;
+                progress.Line($"Step {step.Step}/{t.Steps} | skipped: non-finite {what} | {session.SkippedSteps} skipped so far");
             }
             else
             {
@@ -142,10 +148,10 @@ public static class TrainRun
             if (stop)
             {
                 progress.Line($"Stopped by {StopSignals.Name(signal)} after step {step.Step}/{t.Steps}; continue it with --resume");
-                return new StepsRun(step.Step - firstStep + 1, tokens, clock.Elapsed.TotalSeconds, skips, lastCheckpoint, signal);
+                return new StepsRun(step.Step - firstStep + 1, tokens, clock.Elapsed.TotalSeconds, lastCheckpoint, signal);
             }
         }
-        return new StepsRun(t.Steps - firstStep + 1, tokens, clock.Elapsed.TotalSeconds, skips, lastCheckpoint, 0);
+        return new StepsRun(t.Steps - firstStep + 1, tokens, clock.Elapsed.TotalSeconds, lastCheckpoint, 0);
     }
 
     /// <summary>Fails before any work if the output folder cannot be created or written.</summary>

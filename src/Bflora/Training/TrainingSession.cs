@@ -73,6 +73,12 @@ public sealed class TrainingSession : IDisposable
 
     public WindowCursor DataCursor => _reader.Cursor;
 
+    /// <summary>The dataset, tokenizer and window length that <see cref="DataCursor"/> is a position in.</summary>
+    public DataIdentity Data { get; }
+
+    /// <summary>Steps whose update was not applied (training.skip_nonfinite), over the whole run, resumes included.</summary>
+    public long SkippedSteps { get; set; }
+
     private TrainingSession(BfloraConfig config, ITokenizer tokenizer, ModelArgs args, Transformer model,
         ConvertedModel converted, IGradientSync sync, TextSource source, WindowSplit? split, FsdpModel? fsdp, Device device)
     {
@@ -87,6 +93,7 @@ public sealed class TrainingSession : IDisposable
         _source = source;
         _split = split;
         _reader = OpenReader(null);
+        Data = DataIdentity.Of(source, config.Model.Tokenizer, tokenizer, config.Training.SeqLen);
         Layout = new BatchLayout(config.Training.LocalBatchSize, config.Training.GradientAccumulationSteps, sync.WorldSize);
         Optimizer = new AdamW(config.Training.WeightDecay);
         Trainable = SelectTrainable(model, FullTraining);
@@ -313,6 +320,7 @@ public sealed class TrainingSession : IDisposable
         CopyMastersToParameters();
         Optimizer.StepCount = state.OptimizerSteps;
         CompletedSteps = state.Step;
+        SkippedSteps = state.SkippedSteps;
         Converted.Step.Value = state.FlipStep;
         _reader.Dispose();
         _reader = OpenReader(state.DataCursor);

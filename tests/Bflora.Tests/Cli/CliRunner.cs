@@ -4,6 +4,8 @@ namespace Bflora.Tests.Cli;
 
 public sealed record CliResult(int ExitCode, string Stdout, string Stderr)
 {
+    public string[] StdoutLines => Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+
     public string[] StderrLines => Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
 }
 

@@ -104,6 +104,15 @@ public class OutputAndNonFiniteCliTests
         // No update was applied: the checkpoint's AdamW state has counted no optimizer step.
         string state = File.ReadAllText(Path.Combine(output, "checkpoints", "step-2", "trainer_state", "state.json"));
         Assert.Contains("\"optimizer_steps\": 0", state);
+        Assert.Contains("\"skipped_steps\": 2", state);
+
+        // The count is the run's, not the process's: a resume carries it on.
+        var resumed = CliRunner.Run([.. Train(output, 3, [.. NonFinite, "--set", "training.skip_nonfinite=true"]), "--resume"],
+            CleanError.Timeout);
+        Assert.True(resumed.ExitCode == 0, resumed.Stderr);
+        Assert.Contains("Step 3/3 | skipped: non-finite loss", resumed.Stdout);
+        Assert.Contains("| 3 skipped so far", resumed.Stdout);
+        Assert.Contains("Skipped 3 of 3 steps", resumed.Stdout);
     }
 
     /// <summary>

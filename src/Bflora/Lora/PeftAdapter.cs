@@ -69,6 +69,10 @@ public static class PeftAdapter
     public static PeftAdapterConfig ReadConfig(string folder)
     {
         string path = Path.Combine(folder, ConfigFile);
+        // A full-training checkpoint sits where adapters do (checkpoints/step-N/) but is a whole model.
+        if (!File.Exists(path) && File.Exists(Path.Combine(folder, HfConfig.FileName)))
+            throw new BfloraInputException($"{folder} is not a PEFT adapter folder but a whole model (a training.trainable = \"full\" " +
+                $"checkpoint): use it as the model, [model] hf_model_path = \"{folder}\" with init = \"pretrained\"");
         if (!File.Exists(path)) throw new BfloraInputException($"{folder} is not a PEFT adapter folder: no {ConfigFile}");
         if (!File.Exists(Path.Combine(folder, WeightsFile)))
             throw new BfloraInputException($"{folder} is not a PEFT adapter folder: no {WeightsFile}");

@@ -55,6 +55,25 @@ public class TrainCliTests
     }
 
     [Fact]
+    public void A_full_training_checkpoint_given_as_an_adapter_says_how_to_use_it_and_that_works()
+    {
+        using var dir = new TempFolder();
+        string output = Path.Combine(dir.Path, "run");
+        var r = CliRunner.Run(["train", "--config", Debug, "--steps", "2", "--out", output, "--set", "training.seq_len=32",
+            "--set", "training.trainable=\"full\""]);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        string model = Path.Combine(output, "checkpoints", "step-2");
+        var asAdapter = CliRunner.Run(["eval", "--config", Debug, "--num-samples", "2", "--adapter", model]);
+        Assert.Equal(2, asAdapter.ExitCode);
+        string line = Assert.Single(asAdapter.StderrLines);
+        Assert.Contains("a whole model", line);
+        Assert.Contains($"hf_model_path = \"{model}\"", line);
+        var asModel = CliRunner.Run(["eval", "--config", Debug, "--num-samples", "2",
+            "--set", $"model.hf_model_path=\"{model}\"", "--set", "model.init=\"pretrained\""]);
+        Assert.True(asModel.ExitCode == 0, asModel.Stderr);
+    }
+
+    [Fact]
     public void Export_of_a_folder_without_an_adapter_is_an_input_error()
     {
         using var dir = new TempFolder();

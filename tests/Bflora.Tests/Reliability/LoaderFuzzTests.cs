@@ -1,7 +1,9 @@
 using System.Buffers.Binary;
 using System.Text;
+using System.Text.Json.Nodes;
 using Bflora.Checkpoints;
 using Bflora.Config;
+using Bflora.Data;
 using Bflora.Tests.Checkpoints;
 using Xunit;
 using static TorchSharp.torch;
@@ -148,6 +150,36 @@ public class LoaderFuzzTests
         {
             File.WriteAllBytes(file, Mutate(rng, original, JsonTokens, 0, original.Length));
             ExpectClean<CheckpointFormatException>(seed, i, () => HfConfig.Read(file));
+        }
+    }
+
+    [Fact]
+    public void Mutated_tokenizer_json_files_fail_only_with_input_errors_and_what_loads_encodes()
+    {
+        // The real file's structure with its 256 single-byte tokens and a few merges: small enough to load thousands of times.
+        var real = JsonNode.Parse(File.ReadAllText(RepoPaths.Of("data", "tokenizer", "llama3", "tokenizer.json")))!;
+        var vocab = new JsonObject();
+        foreach (var (key, id) in real["model"]!["vocab"]!.AsObject())
+            if (id!.GetValue<int>() < 300) vocab[key] = id.GetValue<int>();
+        var small = new JsonObject
+        {
+            ["added_tokens"] = new JsonArray(real["added_tokens"]!.AsArray().Take(2).Select(t => t!.DeepClone()).ToArray()),
+            ["pre_tokenizer"] = real["pre_tokenizer"]!.DeepClone(),
+            ["model"] = new JsonObject { ["type"] = "BPE", ["vocab"] = vocab },
+        };
+        using var dir = new TempFolder();
+        string file = dir.File("tokenizer.json");
+        byte[] original = Encoding.UTF8.GetBytes(small.ToJsonString());
+        File.WriteAllBytes(file, original);
+        const string text = "Hello, wörld! 12 été";
+        var unbroken = Llama3Tokenizer.Load(file);
+        Assert.Equal(text, unbroken.Decode(unbroken.Encode(text)));
+        const int seed = 8;
+        var rng = new Random(seed);
+        for (int i = 0; i < 1500; i++)
+        {
+            File.WriteAllBytes(file, Mutate(rng, original, JsonTokens, 0, original.Length));
+            ExpectClean<BfloraInputException>(seed, i, () => Llama3Tokenizer.Load(file).Encode(text));
         }
     }
 

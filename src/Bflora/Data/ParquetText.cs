@@ -16,8 +16,10 @@ internal static class ParquetText
     /// </summary>
     public static IEnumerable<string?> Rows(string file, string column, long skip)
     {
-        using var stream = File.OpenRead(file);
-        var reader = Open(stream, file);
+        using var stream = ParquetGuards.Open(file);
+        ParquetGuards.CheckFooter(stream, file);
+        var reader = Decode(file, "not a readable Parquet file",
+                            () => ParquetReader.CreateAsync(stream, null, leaveStreamOpen: true).GetAwaiter().GetResult());
         // The reader is only asynchronously disposable, and an iterator cannot await.
         try
         {
@@ -32,12 +34,14 @@ internal static class ParquetText
 
     private static IEnumerable<string?> Rows(ParquetReader reader, string file, string column, long skip)
     {
-        var field = TextField(reader.Schema, file, column);
+        var field = TextField(Decode(file, "not a readable Parquet file", () => reader.Schema), file, column);
         long row = 0;
         for (int g = 0; g < reader.RowGroupCount; g++)
         {
-            using var group = reader.OpenRowGroupReader(g);
+            using var group = Decode(file, $"row group {g} is unreadable", () => reader.OpenRowGroupReader(g));
             long count = group.RowCount;
+            if (count < 0 || count > Array.MaxLength)
+                throw new InvalidDataException($"{file}: row group {g} claims {count} rows (a corrupt footer)");
             if (row + count <= skip)
             {
                 for (long i = 0; i < count; i++) yield return null;
@@ -45,7 +49,8 @@ internal static class ParquetText
                 continue;
             }
             var texts = new string?[count];
-            Wait(group.ReadAsync(field, texts.AsMemory(), null, CancellationToken.None).AsTask(), file);
+            Decode(file, "cannot read Parquet column",
+                   () => group.ReadAsync(field, texts.AsMemory(), null, CancellationToken.None).AsTask().GetAwaiter().GetResult());
             foreach (string? text in texts)
             {
                 // A null row is an error rather than a skipped document: skipping it would make document numbers (and so
@@ -54,18 +59,6 @@ internal static class ParquetText
                     throw new InvalidDataException($"{file} row {row}: column '{column}' is null");
                 yield return row++ < skip ? null : text;
             }
-        }
-    }
-
-    private static ParquetReader Open(Stream stream, string file)
-    {
-        try
-        {
-            return ParquetReader.CreateAsync(stream, null, leaveStreamOpen: true).GetAwaiter().GetResult();
-        }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or ParquetException)
-        {
-            throw new InvalidDataException($"{file}: not a readable Parquet file ({e.Message})", e);
         }
     }
 
@@ -88,15 +81,23 @@ internal static class ParquetText
     private static string TypeName(Type t) =>
         t.IsGenericType ? $"{t.Name[..t.Name.IndexOf('`')]}<{string.Join(",", t.GetGenericArguments().Select(TypeName))}>" : t.Name;
 
-    private static void Wait(Task task, string file)
+    /// <summary>
+    /// One call into the Parquet library. Whatever it throws comes from the bytes it decodes (a corrupt footer
+    /// gives an index out of range, a length that does not fit an overflow or an allocation failure), so it is one
+    /// error naming the file.
+    /// </summary>
+    private static T Decode<T>(string file, string what, Func<T> call)
     {
         try
         {
-            task.GetAwaiter().GetResult();
+            return call();
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or ParquetException)
+        catch (Exception e)
         {
-            throw new InvalidDataException($"{file}: cannot read Parquet column ({e.Message})", e);
+            throw new InvalidDataException($"{file}: {what} ({OneLine.Of(e.Message)})", e);
         }
     }
+
+    private static void Decode(string file, string what, Action call) =>
+        Decode(file, what, () => { call(); return 0; });
 }

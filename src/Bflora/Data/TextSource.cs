@@ -115,12 +115,21 @@ public sealed class TextSource
         }
         using (json)
         {
-            if (json.RootElement.ValueKind != JsonValueKind.Object
-                || !json.RootElement.TryGetProperty(TextField, out var field))
-                throw new InvalidDataException($"{file} line {lineNumber}: no field '{TextField}' (set [data] text_field)");
-            if (field.ValueKind != JsonValueKind.String)
-                throw new InvalidDataException($"{file} line {lineNumber}: field '{TextField}' is {field.ValueKind}, not a string");
-            return field.GetString()!;
+            // Names and strings are unescaped only when read, and the one escape JSON allows that no string can
+            // hold, half a surrogate pair alone, surfaces only there.
+            try
+            {
+                if (json.RootElement.ValueKind != JsonValueKind.Object
+                    || !json.RootElement.TryGetProperty(TextField, out var field))
+                    throw new InvalidDataException($"{file} line {lineNumber}: no field '{TextField}' (set [data] text_field)");
+                if (field.ValueKind != JsonValueKind.String)
+                    throw new InvalidDataException($"{file} line {lineNumber}: field '{TextField}' is {field.ValueKind}, not a string");
+                return field.GetString()!;
+            }
+            catch (InvalidOperationException)
+            {
+                throw new InvalidDataException($"{file} line {lineNumber}: an unpaired \\u surrogate escape, which is no text");
+            }
         }
     }
 

@@ -101,6 +101,35 @@ public sealed class ParquetSourceTests
         Assert.Contains(file, error.Message);
     }
 
+    [Fact]
+    public async Task A_footer_ending_inside_a_value_is_an_error_not_a_hang()
+    {
+        // The footer's last byte ends its outermost struct; as a field header instead, the footer's decoder reads on
+        // past the end, where Parquet.Net alone would spin for good.
+        using var dir = new TempDir();
+        string file = WriteParquet(Path.Combine(dir.Path, "s.parquet"), ["a", "b"]);
+        byte[] bytes = File.ReadAllBytes(file);
+        Assert.Equal(0, bytes[^9]);
+        bytes[^9] = 1;
+        File.WriteAllBytes(file, bytes);
+        var read = Task.Run(() => DocumentTexts(new TextSource(file)));
+        Assert.Same(read, await Task.WhenAny(read, Task.Delay(TimeSpan.FromSeconds(60))));
+        var error = await Assert.ThrowsAsync<InvalidDataException>(() => read);
+        Assert.StartsWith($"{file}: the Parquet footer is corrupt", error.Message);
+    }
+
+    [Fact]
+    public void A_footer_length_that_does_not_fit_the_file_is_an_error_naming_it()
+    {
+        using var dir = new TempDir();
+        string file = WriteParquet(Path.Combine(dir.Path, "s.parquet"), ["a"]);
+        byte[] bytes = File.ReadAllBytes(file);
+        BitConverter.TryWriteBytes(bytes.AsSpan(bytes.Length - 8), bytes.Length);
+        File.WriteAllBytes(file, bytes);
+        var error = Assert.Throws<InvalidDataException>(() => DocumentTexts(new TextSource(file)));
+        Assert.Equal($"{file}: the footer length {bytes.Length} does not fit a file of {bytes.Length} bytes", error.Message);
+    }
+
     private static List<int[]> ReadAll(TextSource source)
     {
         using var reader = new WindowReader(source, Bytes, seqLen: 3);

@@ -33,8 +33,9 @@ public class LoaderFuzzTests
     ];
 
     /// <summary>One mutation: byte flips, a truncation, an inserted token, or a number replaced by a huge one.</summary>
-    internal static byte[] Mutate(Random rng, byte[] input, string[] tokens, int from, int to)
+    internal static byte[] Mutate(Random rng, byte[] input, string[] tokens, int from, int to, Encoding? tokenEncoding = null)
     {
+        tokenEncoding ??= Encoding.UTF8;
         var bytes = input.ToList();
         int Pos() => rng.Next(from, Math.Min(to, bytes.Count) + 1);
         for (int edits = rng.Next(1, 4); edits > 0 && bytes.Count > from; edits--)
@@ -50,7 +51,7 @@ public class LoaderFuzzTests
                     bytes.RemoveRange(cut, rng.Next(bytes.Count - cut + 1));
                     break;
                 case 2:
-                    bytes.InsertRange(Pos(), Encoding.UTF8.GetBytes(tokens[rng.Next(tokens.Length)]));
+                    bytes.InsertRange(Pos(), tokenEncoding.GetBytes(tokens[rng.Next(tokens.Length)]));
                     break;
                 default:
                     int digit = bytes.FindIndex(Pos(), b => b is >= (byte)'0' and <= (byte)'9');

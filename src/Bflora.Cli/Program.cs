@@ -21,11 +21,7 @@ var root = BfloraCommands.Build();
 var parse = root.Parse(args);
 if (parse.Errors.Count > 0)
 {
-    // A token the parser did not know explains the other errors ("bflora frob" also lacks a command), so it goes first.
-    string message = parse.UnmatchedTokens.Count > 0
-        ? $"unknown command or argument '{parse.UnmatchedTokens[0]}' (see --help)"
-        : parse.Errors[0].Message;
-    if (DistributedRuntime.ShouldReport(userError: true)) Console.Error.WriteLine($"error: {message}");
+    if (DistributedRuntime.ShouldReport(userError: true)) Console.Error.WriteLine($"error: {ParseErrors.Describe(parse)}");
     return ExitCodes.BadInput;
 }
 try

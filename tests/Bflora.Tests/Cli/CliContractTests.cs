@@ -54,6 +54,18 @@ public class CliContractTests
     }
 
     [Theory]
+    [InlineData("error: --num-samples takes a whole number up to 2,147,483,647, not 'x'", "eval", "--config", "configs/debug.toml", "--num-samples", "x")]
+    [InlineData("error: --steps takes a whole number up to 2,147,483,647, not '99999999999'", "train", "--config", "configs/debug.toml", "--steps", "99999999999")]
+    [InlineData("error: --bitflip-seed takes a whole number (64-bit), not '1.5'", "eval", "--config", "configs/debug.toml", "--bitflip-seed", "1.5")]
+    [InlineData("error: --peak-tflops takes a number, not 'zz'", "bench", "--throughput", "--peak-tflops", "zz")]
+    public void A_value_of_the_wrong_kind_is_named_in_words(string expected, params string[] args)
+    {
+        var r = CliRunner.Run(args);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal(expected, Assert.Single(r.StderrLines));
+    }
+
+    [Theory]
     [InlineData("--batch", "2")]
     [InlineData("--peak-tflops", "900")]
     public void A_throughput_option_without_the_throughput_is_refused(string option, string value)

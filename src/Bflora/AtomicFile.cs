@@ -60,8 +60,22 @@ public static class AtomicFile
     public static void ProbeFolder(string folder)
     {
         string probe = Path.Combine(folder, $".write-test-{Guid.NewGuid():N}");
-        using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write)) { }
-        File.Delete(probe);
+        try
+        {
+            using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write)) { }
+            File.Delete(probe);
+        }
+        // The probe's own name in the reason would only puzzle: the user named the folder, not it. A file system
+        // that has no way to make files (/proc) answers "not found".
+        catch (FileNotFoundException e)
+        {
+            throw new IOException($"{folder} cannot hold new files", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            string reason = e.Message.Replace($"'{probe}'", "").Replace(probe, "").TrimEnd(' ', ':', '.');
+            throw new IOException($"{folder}: {(reason.Length > 0 ? reason : e.GetType().Name)}", e);
+        }
     }
 
     public static void WriteAllText(string path, string text) =>

@@ -48,6 +48,9 @@ public sealed class WindowReader : IDisposable
 
     public int SeqLen { get; }
 
+    /// <summary>Why no window can be made of the data, in the words both training and eval use.</summary>
+    public string TooShortMessage => $"dataset {_source.DataPath} holds fewer than seq_len + 1 = {SeqLen + 1} tokens; no window can be made";
+
     public WindowCursor Cursor
     {
         get
@@ -107,8 +110,7 @@ public sealed class WindowReader : IDisposable
             if (!_cycle)
                 return false;
             if (_windowInEpoch == 0)
-                throw new InvalidDataException(
-                    $"dataset {_source.DataPath} holds fewer than seq_len + 1 = {SeqLen + 1} tokens; no window can be made");
+                throw new InvalidDataException(TooShortMessage);
             Restore(WindowCursor.Start with { Epoch = _epoch + 1 });
         }
     }

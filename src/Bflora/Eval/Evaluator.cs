@@ -44,7 +44,7 @@ public static class Evaluator
         Flush();
         progress?.End();
         if (wasTraining) model.train();
-        Check(sequences, numSamples, windows.SeqLen, warn);
+        Check(sequences, numSamples, windows, warn);
         double sum = lossSum!.item<double>();
         lossSum.Dispose();
         return Result(mode, sequences, tokens, sum);
@@ -80,7 +80,7 @@ public static class Evaluator
         using var noGrad = no_grad();
         var all = new List<int[]>();
         while (all.Count < numSamples && windows.TryNext(out var window)) all.Add(window);
-        Check(all.Count, numSamples, windows.SeqLen, warn);
+        Check(all.Count, numSamples, windows, warn);
         var c = fsdp.Collectives;
         int world = c.WorldSize, batches = (all.Count + batchSize - 1) / batchSize;
         int rounds = (batches + world - 1) / world;
@@ -106,10 +106,10 @@ public static class Evaluator
         return Result(mode, all.Count, (long)all.Count * windows.SeqLen, total);
     }
 
-    private static void Check(int sequences, int numSamples, int seqLen, Action<string>? warn)
+    private static void Check(int sequences, int numSamples, WindowReader windows, Action<string>? warn)
     {
         if (sequences == 0)
-            throw new BfloraInputException($"the data is shorter than one window of seq_len {seqLen} + 1 tokens");
+            throw new BfloraInputException(windows.TooShortMessage);
         if (sequences < numSamples)
             warn?.Invoke($"asked for {numSamples} samples but the data holds only {sequences} windows; evaluated all of them");
     }

@@ -17,7 +17,9 @@ public class TrainCliTests
         using var dir = new TempFolder();
         string output = Path.Combine(dir.Path, "run");
         var r = CliRunner.Run(["train", "--config", Debug, "--steps", "4", "--out", output,
-            "--set", "training.log_freq=2", "--set", "training.save_freq=3", "--set", "training.seq_len=32"]);
+            "--set", "training.log_freq=2", "--set", "training.save_freq=3", "--set", "training.seq_len=32",
+            // A rate that moves the adapter well past bf16 rounding in four steps, for the merged-model check below.
+            "--set", "training.lr=2e-2", "--set", "training.warmup_steps=1"]);
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Matches(@"Step 2/4 \| Loss: \d\.\d{4} \| LR: \d\.\d\de-\d\d \| Grad norm: \d+\.\d{3} \| Tokens/s: \d+ \| Elapsed: \d+\.\d\d", r.Stdout);
         var rows = File.ReadAllLines(Path.Combine(output, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!).ToList();
@@ -40,6 +42,22 @@ public class TrainCliTests
         var m = CliRunner.Run(["export", "--adapter", adapter, "--out", merged, "--merged", "--config", Debug]);
         Assert.True(m.ExitCode == 0, m.Stderr);
         Assert.Contains("model.layers.0.self_attn.q_proj.weight", HfCheckpoint.Open(merged).Tensors.Keys);
+
+        // The merged model is the adapter's model: clean eval of one equals clean eval of the other, up to the bf16
+        // rounding of W + s·B·A, and both differ from the base alone.
+        double Loss(string name, params string[] extra)
+        {
+            string json = Path.Combine(dir.Path, $"{name}.json");
+            var run = CliRunner.Run(["eval", "--config", Debug, "--num-samples", "4", "--json", json, .. extra]);
+            Assert.True(run.ExitCode == 0, run.Stderr);
+            return JsonNode.Parse(File.ReadAllText(json))!["loss"]!.GetValue<double>();
+        }
+        double withAdapter = Loss("adapter", "--adapter", adapter);
+        double mergedLoss = Loss("merged", "--set", $"model.hf_model_path=\"{merged}\"", "--set", "model.init=\"pretrained\"");
+        double baseLoss = Loss("base");
+        Assert.True(Math.Abs(mergedLoss - withAdapter) <= 1e-3 * withAdapter, $"merged {mergedLoss} vs adapter {withAdapter}");
+        Assert.True(Math.Abs(baseLoss - withAdapter) > 10 * Math.Abs(mergedLoss - withAdapter),
+            $"base {baseLoss}, adapter {withAdapter}, merged {mergedLoss}");
     }
 
     [Fact]

@@ -10,7 +10,7 @@ public sealed class ParquetSourceTests
     private static readonly ByteTokenizer Bytes = new();
 
     /// <summary>Writes one Parquet file with a string column "text", an int column "id", one row group per array.</summary>
-    private static string WriteParquet(string path, params string?[][] rowGroups)
+    internal static string WriteParquet(string path, params string?[][] rowGroups)
     {
         Write().GetAwaiter().GetResult();
         return path;

@@ -1,8 +1,7 @@
 using System.Text;
 using Bflora.Data;
 using Bflora.Tests.Checkpoints;
-using Parquet;
-using Parquet.Schema;
+using Bflora.Tests.Data;
 using Xunit;
 
 namespace Bflora.Tests.Reliability;
@@ -34,7 +33,8 @@ public class DataFuzzTests
     {
         using var dir = new TempFolder();
         string file = dir.File("shard.parquet");
-        WriteParquet(file);
+        // Two row groups of a text column beside an int column, as a Hugging Face dataset shard has.
+        ParquetSourceTests.WriteParquet(file, ["It is a truth universally acknowledged", "été"], ["Call me Ishmael.", ""]);
         byte[] original = File.ReadAllBytes(file);
         ReadAll(file);
         const int seed = 8;
@@ -64,29 +64,6 @@ public class DataFuzzTests
         {
             File.WriteAllBytes(file, LoaderFuzzTests.Mutate(rng, original, JsonlTokens, 0, original.Length));
             ExpectClean(seed, i, file);
-        }
-    }
-
-    /// <summary>Two row groups of a text column beside an int column, as a Hugging Face dataset shard has.</summary>
-    private static void WriteParquet(string path)
-    {
-        Write().GetAwaiter().GetResult();
-
-        async Task Write()
-        {
-            var text = new DataField<string>("text");
-            var id = new DataField<int>("id");
-            await using var stream = File.Create(path);
-            await using var writer = await ParquetWriter.CreateAsync(new ParquetSchema(text, id), stream);
-            string[][] groups = [["It is a truth universally acknowledged", "été"], ["Call me Ishmael.", ""]];
-            int next = 0;
-            foreach (var rows in groups)
-            {
-                using var group = writer.CreateRowGroup();
-                await group.WriteAsync(text, rows);
-                await group.WriteAsync(id, (ReadOnlyMemory<int>)Enumerable.Range(next, rows.Length).ToArray());
-                next += rows.Length;
-            }
         }
     }
 }

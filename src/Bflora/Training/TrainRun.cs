@@ -45,6 +45,8 @@ public static class TrainRun
         if (t.SaveFreq < 1) throw new BfloraInputException($"training.save_freq must be at least 1, got {t.SaveFreq}");
         string output = Path.GetFullPath(options.OutputFolder);
         EnsureWritable(output);
+        // Rank 0 stands for its job: it is the one that writes metrics and clears unfinished checkpoints.
+        using var outputLock = lead ? OutputLock.Take(output) : null;
         string? resumeFrom = Checkpointer.Newest(output);
         if (options.Resume && resumeFrom is null)
             throw new BfloraInputException($"--resume: no complete checkpoint under {Checkpointer.Root(output)}");

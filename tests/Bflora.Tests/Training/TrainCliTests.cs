@@ -1,8 +1,10 @@
+using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Bflora.Checkpoints;
 using Bflora.Lora;
 using Bflora.Tests.Checkpoints;
 using Bflora.Tests.Cli;
+using Bflora.Training;
 using Xunit;
 
 namespace Bflora.Tests.Training;
@@ -58,6 +60,40 @@ public class TrainCliTests
         Assert.True(Math.Abs(mergedLoss - withAdapter) <= 1e-3 * withAdapter, $"merged {mergedLoss} vs adapter {withAdapter}");
         Assert.True(Math.Abs(baseLoss - withAdapter) > 10 * Math.Abs(mergedLoss - withAdapter),
             $"base {baseLoss}, adapter {withAdapter}, merged {mergedLoss}");
+    }
+
+    [Fact]
+    public void A_second_run_into_a_folder_that_a_run_is_writing_is_refused_and_the_lock_goes_with_the_run()
+    {
+        using var dir = new TempFolder();
+        string output = Path.Combine(dir.Path, "run"), lockFile = Path.Combine(output, OutputLock.FileName);
+        using var first = Process.Start(CliRunner.StartInfo(["train", "--config", Debug, "--steps", "100000", "--out", output,
+            "--set", "training.save_freq=100000"]))!;
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            while (!File.Exists(Path.Combine(output, "metrics.jsonl")) && !first.HasExited && clock.Elapsed < TimeSpan.FromSeconds(120))
+                Thread.Sleep(20);
+            Assert.False(first.HasExited, "the first run ended early");
+            foreach (string[] extra in new[] { Array.Empty<string>(), ["--resume"] })
+            {
+                var second = CliRunner.Run(["train", "--config", Debug, "--steps", "2", "--out", output, .. extra]);
+                Assert.Equal(2, second.ExitCode);
+                Assert.Equal($"error: another bflora train is writing to {output} (it holds {lockFile}): let it finish, " +
+                             "stop it, or train into another --out", Assert.Single(second.StderrLines));
+            }
+            Assert.False(first.HasExited, "the refused runs disturbed the first");
+        }
+        finally
+        {
+            first.Kill(entireProcessTree: true);
+            first.WaitForExit();
+        }
+        // A killed run leaves its lock file but not its lock: the next run takes it, and removes the file when done.
+        Assert.True(File.Exists(lockFile));
+        var next = CliRunner.Run(["train", "--config", Debug, "--steps", "2", "--out", output]);
+        Assert.True(next.ExitCode == 0, next.Stderr);
+        Assert.False(File.Exists(lockFile));
     }
 
     [Fact]

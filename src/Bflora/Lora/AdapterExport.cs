@@ -16,9 +16,9 @@ public static class AdapterExport
         var config = PeftAdapter.ReadConfig(folder);
         var file = SafetensorsFile.Open(Path.Combine(folder, PeftAdapter.WeightsFile));
         int pairs = 0;
-        foreach (var (key, a) in file.Tensors)
+        foreach (string key in PeftAdapter.LoraAKeys(file, folder).ToList())
         {
-            if (!key.EndsWith(".lora_A.weight", StringComparison.Ordinal)) continue;
+            var a = file.Tensors[key];
             string bKey = key[..^".lora_A.weight".Length] + ".lora_B.weight";
             if (!file.Tensors.TryGetValue(bKey, out var b))
                 throw new BfloraInputException($"{folder}: '{key}' has no matching '{bKey}'");

@@ -42,7 +42,7 @@ public static class PeftAdapter
         foreach (var (name, a, bWeight) in layers)
         {
             string module = HfModule(name);
-            targets.Add(module[(module.LastIndexOf('.') + 1)..]);
+            targets.Add(Kind(module));
             var b = bWeight.detach();
             if (LlamaKeyMap.PermutedHeads(name + ".weight", args) is { } heads) b = LlamaKeyMap.TitanToHfRows(b, heads);
             tensors[$"{KeyPrefix}{module}.lora_A.weight"] = a.detach();
@@ -88,14 +88,60 @@ public static class PeftAdapter
                        ?? throw new BfloraInputException($"{path}: missing 'lora_alpha'");
         if (r <= 0) throw new BfloraInputException($"{path}: r must be positive, got {r}");
         if (!double.IsFinite(alpha)) throw new BfloraInputException($"{path}: lora_alpha must be finite, got {alpha}");
-        var targets = root["target_modules"] switch
+        IReadOnlyList<string> targets = root["target_modules"] switch
         {
             null => [],
+            // PEFT's shorthand for every Linear but the output head: the layers bflora converts.
+            JsonValue v when v.TryGetValue(out string? all) && all == "all-linear" => LinearModules,
             JsonArray items => items.Select(n => n is JsonValue v && v.TryGetValue(out string? t) ? t
                 : throw new BfloraInputException($"{path}: target_modules must be a list of strings")).ToList(),
-            _ => throw new BfloraInputException($"{path}: target_modules must be a list of strings"),
+            _ => throw new BfloraInputException(
+                $"{path}: target_modules must be a list of module names or \"all-linear\" (a regex is not supported)"),
         };
+        RefuseOtherVariants(root, path);
         return new PeftAdapterConfig(r, alpha, targets, Text(root, "base_model_name_or_path", path) ?? "");
+    }
+
+    /// <summary>The HF names of the Linear layers bflora converts, in a Llama block's order.</summary>
+    private static readonly string[] LinearModules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+    /// <summary>
+    /// PEFT options under which the same A and B mean another weight (DoRA's magnitudes, rsLoRA's α/√r, per-module
+    /// ranks and alphas, LoRA biases, a subset of layers): applied as plain LoRA, W + (α/r)·B·A, they would give other
+    /// numbers without a word, so they are refused.
+    /// </summary>
+    private static void RefuseOtherVariants(JsonObject root, string path)
+    {
+        foreach (var (key, what) in new[] { ("use_dora", "DoRA"), ("use_rslora", "rank-stabilised LoRA, scale α/√r"),
+                                            ("lora_bias", "LoRA biases") })
+        {
+            bool on = root[key] switch
+            {
+                null => false,
+                JsonValue v when v.TryGetValue(out bool b) => b,
+                _ => throw new BfloraInputException($"{path}: '{key}' must be true or false"),
+            };
+            if (on) throw new BfloraInputException($"{path}: {key} is on ({what}); bflora applies only plain LoRA, W + (lora_alpha/r)·B·A");
+        }
+        foreach (string key in new[] { "rank_pattern", "alpha_pattern" })
+            if (root[key] is JsonObject { Count: > 0 })
+                throw new BfloraInputException($"{path}: {key} is set: bflora takes one r and one lora_alpha for every layer");
+        if (root["layers_to_transform"] is not null)
+            throw new BfloraInputException($"{path}: layers_to_transform is set: bflora applies an adapter to every layer it names");
+    }
+
+    /// <summary>
+    /// The adapter's lora_A keys. Any other tensor (DoRA magnitudes, biases, saved modules, embedding adapters) would
+    /// otherwise be left out without a word, so it is an error.
+    /// </summary>
+    internal static IEnumerable<string> LoraAKeys(SafetensorsFile file, string folder)
+    {
+        foreach (string key in file.Tensors.Keys)
+        {
+            if (key.EndsWith(".lora_A.weight", StringComparison.Ordinal)) yield return key;
+            else if (!key.EndsWith(".lora_B.weight", StringComparison.Ordinal))
+                throw new BfloraInputException($"{folder}: '{key}' is not a LoRA A or B weight (bflora applies plain LoRA only)");
+        }
     }
 
     /// <summary>The number at <paramref name="key"/>; null when absent (or JSON null), an error when not such a number.</summary>
@@ -121,7 +167,7 @@ public static class PeftAdapter
     {
         var file = SafetensorsFile.Open(Path.Combine(folder, WeightsFile));
         var result = new Dictionary<string, (Tensor A, Tensor B)>();
-        foreach (var key in file.Tensors.Keys.Where(k => k.EndsWith(".lora_A.weight", StringComparison.Ordinal)))
+        foreach (var key in LoraAKeys(file, folder).ToList())
         {
             if (!key.StartsWith(KeyPrefix, StringComparison.Ordinal))
                 throw new BfloraInputException($"{folder}: '{key}' does not start with '{KeyPrefix}'");
@@ -157,7 +203,16 @@ public static class PeftAdapter
             foreach (var (name, layer) in loraLayers)
             {
                 if (!weights.TryGetValue(name, out var ab))
+                {
+                    // An adapter of PEFT's target_modules = ["q_proj", "v_proj"] leaves the other kinds as they are: B = 0
+                    // adds nothing. A layer of a kind it names but lacks means another model, which stays an error.
+                    if (config.TargetModules.Count > 0 && !config.TargetModules.Contains(Kind(HfModule(name))))
+                    {
+                        layer.LoraB!.zero_();
+                        continue;
+                    }
                     throw new BfloraInputException($"{folder}: the adapter has no weights for '{name}'");
+                }
                 CopyChecked(layer.LoraA!, ab.A, name + ".lora_A", folder);
                 CopyChecked(layer.LoraB!, ab.B, name + ".lora_B", folder);
             }
@@ -175,6 +230,9 @@ public static class PeftAdapter
         string hf = LlamaKeyMap.TitanToHf(titanName + ".weight");
         return hf[..^".weight".Length];
     }
+
+    /// <summary>What target_modules names a module by: the last part of its HF path ("q_proj").</summary>
+    private static string Kind(string hfModule) => hfModule[(hfModule.LastIndexOf('.') + 1)..];
 
     private static string TitanModule(string hfModule, string folder)
     {

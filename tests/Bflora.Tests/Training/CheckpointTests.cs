@@ -58,6 +58,109 @@ public class CheckpointTests
         Assert.Empty(Directory.GetDirectories(Checkpointer.Root(dir.Path), ".*"));
     }
 
+    /// <summary>A trained two-step adapter, saved, and a fresh session (another seed) to load it into.</summary>
+    private static (TrainingSession Trained, string Folder) TrainedAdapter(string root)
+    {
+        var session = TrainingSession.Open(TrainingKit.Config("lora", steps: 2));
+        var schedule = new LrSchedule(1e-2, 0, 2);
+        session.Step(schedule);
+        session.Step(schedule);
+        return (session, Checkpointer.Save(root, session));
+    }
+
+    /// <summary>Rewrites an adapter folder: its config through <paramref name="config"/>, its tensors through <paramref name="keep"/>.</summary>
+    private static void Rewrite(string folder, Action<JsonObject> config, Func<string, bool>? keep = null,
+        Dictionary<string, Tensor>? add = null)
+    {
+        string configPath = Path.Combine(folder, PeftAdapter.ConfigFile), weightsPath = Path.Combine(folder, PeftAdapter.WeightsFile);
+        var json = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        config(json);
+        File.WriteAllText(configPath, json.ToJsonString());
+        var file = SafetensorsFile.Open(weightsPath);
+        var tensors = file.Tensors.Keys.Where(keep ?? (_ => true)).ToDictionary(k => k, k => file.Load(k));
+        foreach (var (k, t) in add ?? []) tensors[k] = t;
+        SafetensorsWriter.Write(weightsPath, tensors);
+        foreach (var t in tensors.Values) t.Dispose();
+    }
+
+    [Fact]
+    public void A_peft_adapter_of_some_module_kinds_leaves_the_other_layers_unchanged()
+    {
+        using var dir = new TempFolder();
+        var (trained, folder) = TrainedAdapter(dir.Path);
+        using var _ = trained;
+        Rewrite(folder, c => c["target_modules"] = new JsonArray("q_proj", "v_proj"),
+            keep: k => k.Contains(".q_proj.") || k.Contains(".v_proj."));
+        using var other = TrainingSession.Open(TrainingKit.Config("lora", steps: 2, overrides: ["training.seed=5"]));
+        PeftAdapter.Load(folder, other.Converted, other.Args);
+        foreach (var ((name, a), (_, b)) in trained.Converted.Layers.Zip(other.Converted.Layers))
+        {
+            if (name.EndsWith(".wq") || name.EndsWith(".wv"))
+            {
+                Assert.True(TrainingKit.Same(a.LoraB!, b.LoraB!), name);
+                Assert.True(TrainingKit.Same(a.LoraA!, b.LoraA!), name);
+            }
+            else
+            {
+                Assert.False(TrainingKit.Same(a.LoraB!, b.LoraB!), $"{name}: the trained B is not zero, so this tells them apart");
+                Assert.Equal(0f, b.LoraB!.abs().max().to(ScalarType.Float32).item<float>());
+            }
+        }
+
+        // A layer of a kind the adapter names, missing: an adapter of another model.
+        Rewrite(folder, _ => { }, keep: k => !k.Contains("layers.1.self_attn.q_proj"));
+        var e = Assert.Throws<BfloraInputException>(() => PeftAdapter.Load(folder, other.Converted, other.Args));
+        Assert.EndsWith("the adapter has no weights for 'layers.1.attention.wq'", e.Message);
+    }
+
+    [Fact]
+    public void An_all_linear_adapter_loads_like_a_listed_one()
+    {
+        using var dir = new TempFolder();
+        var (trained, folder) = TrainedAdapter(dir.Path);
+        using var _ = trained;
+        Rewrite(folder, c => c["target_modules"] = "all-linear");
+        using var other = TrainingSession.Open(TrainingKit.Config("lora", steps: 2, overrides: ["training.seed=5"]));
+        PeftAdapter.Load(folder, other.Converted, other.Args);
+        foreach (var ((name, a), (_, b)) in trained.Converted.Layers.Zip(other.Converted.Layers))
+            Assert.True(TrainingKit.Same(a.LoraB!, b.LoraB!), name);
+    }
+
+    [Theory]
+    [InlineData("use_dora", "true", "use_dora is on (DoRA); bflora applies only plain LoRA, W + (lora_alpha/r)·B·A")]
+    [InlineData("use_rslora", "true", "use_rslora is on (rank-stabilised LoRA, scale α/√r)")]
+    [InlineData("lora_bias", "true", "lora_bias is on (LoRA biases)")]
+    [InlineData("rank_pattern", "{\"q_proj\": 8}", "rank_pattern is set: bflora takes one r and one lora_alpha for every layer")]
+    [InlineData("alpha_pattern", "{\"q_proj\": 16}", "alpha_pattern is set")]
+    [InlineData("layers_to_transform", "[0]", "layers_to_transform is set")]
+    [InlineData("target_modules", "\".*proj\"", "a regex is not supported")]
+    public void Peft_options_that_would_change_the_weights_are_refused(string key, string value, string message)
+    {
+        using var dir = new TempFolder();
+        var (trained, folder) = TrainedAdapter(dir.Path);
+        using var _ = trained;
+        Rewrite(folder, c => c[key] = JsonNode.Parse(value));
+        var e = Assert.Throws<BfloraInputException>(() => PeftAdapter.Load(folder, trained.Converted, trained.Args));
+        Assert.Contains(message, e.Message);
+        // The options as PEFT writes them when off load as before.
+        Rewrite(folder, c => c[key] = key is "rank_pattern" or "alpha_pattern" ? new JsonObject() : key == "target_modules"
+            ? new JsonArray(Modules.Select(m => (JsonNode)m!).ToArray()) : key == "layers_to_transform" ? null : false);
+        PeftAdapter.Load(folder, trained.Converted, trained.Args);
+    }
+
+    [Fact]
+    public void An_adapter_tensor_that_is_not_lora_a_or_b_is_refused_not_left_out()
+    {
+        using var dir = new TempFolder();
+        var (trained, folder) = TrainedAdapter(dir.Path);
+        using var _ = trained;
+        const string magnitude = "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector";
+        Rewrite(folder, _ => { }, add: new() { [magnitude] = ones(64, dtype: ScalarType.BFloat16) });
+        var e = Assert.Throws<BfloraInputException>(() => PeftAdapter.Load(folder, trained.Converted, trained.Args));
+        Assert.EndsWith($"'{magnitude}' is not a LoRA A or B weight (bflora applies plain LoRA only)", e.Message);
+        Assert.Throws<BfloraInputException>(() => AdapterExport.Validate(folder));
+    }
+
     [Fact]
     public void Resume_continues_bit_identically_and_appends_metrics()
     {

@@ -19,7 +19,7 @@ public static class EvalCommand
         var bitflip = new Option<bool>("--bitflip") { Description = "flips from [bitflip] on every converted Linear, r = 0" };
         var bitflipSeed = new Option<long?>("--bitflip-seed") { Description = "overrides bitflip.base_seed" };
         var profile = new Option<bool>("--profile") { Description = "magnitude percentiles of Linear inputs and weights, suggested thresholds" };
-        var adapter = new Option<DirectoryInfo>("--adapter") { Description = "add a trained LoRA adapter folder" };
+        var adapter = new Option<DirectoryInfo>("--adapter") { Description = "add a LoRA adapter folder: a checkpoints/step-N of train, or a plain PEFT LoRA adapter of this model" };
         var json = BfloraCommands.JsonOption();
         var device = BfloraCommands.DeviceOption();
         var set = BfloraCommands.SetOption();

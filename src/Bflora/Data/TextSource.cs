@@ -80,8 +80,10 @@ public sealed class TextSource
             yield break;
         }
         int lineNumber = 0;
-        foreach (string line in File.ReadLines(file, Encoding.UTF8))
+        using var lines = File.ReadLines(file, StrictUtf8).GetEnumerator();
+        while (Next(lines, file))
         {
+            string line = lines.Current;
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line))
                 continue;
@@ -97,9 +99,30 @@ public sealed class TextSource
 
     private IEnumerable<string> TxtPieces(string file)
     {
-        using var reader = new StreamReader(file, Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
-        foreach (string piece in SafeChunker.Split(reader, ChunkChars))
-            yield return piece;
+        using var reader = new StreamReader(file, StrictUtf8, detectEncodingFromByteOrderMarks: true);
+        using var pieces = SafeChunker.Split(reader, ChunkChars).GetEnumerator();
+        while (Next(pieces, file))
+            yield return pieces.Current;
+    }
+
+    /// <summary>
+    /// Text files are read as UTF-8 (or as their byte-order mark says) and bytes that are not are an error, as in
+    /// Hugging Face datasets: read as U+FFFD instead, a Latin-1 corpus would train on replacement characters without a word.
+    /// </summary>
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>The next line or piece; the reader decodes a buffer ahead, so a bad byte cannot be placed more closely than the file.</summary>
+    private static bool Next<T>(IEnumerator<T> items, string file)
+    {
+        try
+        {
+            return items.MoveNext();
+        }
+        catch (DecoderFallbackException)
+        {
+            throw new InvalidDataException(
+                $"{file}: not valid UTF-8 text (convert it first, e.g. iconv -f latin1 -t utf-8)");
+        }
     }
 
     private string JsonlText(string file, int lineNumber, string line)

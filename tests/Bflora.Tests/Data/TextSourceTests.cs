@@ -40,6 +40,26 @@ public sealed class TextSourceTests
     }
 
     [Fact]
+    public void Bytes_that_are_not_utf8_are_an_error_naming_the_file()
+    {
+        using var dir = new TempDir();
+        string latin1 = Path.Combine(dir.Path, "latin1.txt");
+        File.WriteAllBytes(latin1, [.. "caf"u8, 0xE9, .. " au lait"u8]);
+        var txt = Assert.Throws<InvalidDataException>(() => DocumentTexts(new TextSource(latin1)));
+        Assert.Equal($"{latin1}: not valid UTF-8 text (convert it first, e.g. iconv -f latin1 -t utf-8)", txt.Message);
+
+        string jsonl = Path.Combine(dir.Path, "d.jsonl");
+        File.WriteAllBytes(jsonl, [.. "{\"text\":\"ok\"}\n{\"text\":\"caf"u8, 0xE9, .. "\"}\n"u8]);
+        var lines = Assert.Throws<InvalidDataException>(() => DocumentTexts(new TextSource(jsonl)));
+        Assert.StartsWith($"{jsonl}: not valid UTF-8 text", lines.Message);
+
+        // A byte-order mark still says how a file is encoded.
+        string utf16 = Path.Combine(dir.Path, "utf16.txt");
+        File.WriteAllText(utf16, "café", new System.Text.UnicodeEncoding(bigEndian: false, byteOrderMark: true));
+        Assert.Equal(["café"], DocumentTexts(new TextSource(utf16)));
+    }
+
+    [Fact]
     public void EmptyOrDataFreeFoldersAreErrors()
     {
         using var dir = new TempDir();

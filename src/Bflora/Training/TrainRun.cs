@@ -44,6 +44,7 @@ public static class TrainRun
         if (t.LogFreq < 1) throw new BfloraInputException($"training.log_freq must be at least 1, got {t.LogFreq}");
         if (t.SaveFreq < 1) throw new BfloraInputException($"training.save_freq must be at least 1, got {t.SaveFreq}");
         string output = Path.GetFullPath(options.OutputFolder);
+        RefuseOutputInsideData(output, config);
         EnsureWritable(output);
         // Rank 0 stands for its job: it is the one that writes metrics and clears unfinished checkpoints.
         using var outputLock = lead ? OutputLock.Take(output) : null;
@@ -154,6 +155,22 @@ public static class TrainRun
             }
         }
         return new StepsRun(t.Steps - firstStep + 1, tokens, clock.Elapsed.TotalSeconds, lastCheckpoint, 0);
+    }
+
+    /// <summary>
+    /// A data folder is read recursively, so a run written into it would become data: its metrics.jsonl a document
+    /// file without a text field, its files a change of the dataset the next resume warns about.
+    /// </summary>
+    private static void RefuseOutputInsideData(string output, BfloraConfig config)
+    {
+        string data = Path.GetFullPath(Data.DataLocator.Resolve(config.Data.Path));
+        if (!Directory.Exists(data)) return;
+        string inside = Path.GetRelativePath(data, output);
+        bool outside = inside == ".." || inside.StartsWith(".." + Path.DirectorySeparatorChar, StringComparison.Ordinal)
+                       || Path.IsPathRooted(inside);
+        if (!outside)
+            throw new BfloraInputException($"the output folder {output} is inside the data folder {data}, whose files " +
+                                           "are all read as data: train into another --out");
     }
 
     /// <summary>Fails before any work if the output folder cannot be created or written.</summary>

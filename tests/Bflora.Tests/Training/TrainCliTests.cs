@@ -96,6 +96,27 @@ public class TrainCliTests
         Assert.False(File.Exists(lockFile));
     }
 
+    [Theory]
+    [InlineData("data/run")]
+    [InlineData("data")]
+    [InlineData("data/..run")]
+    public void An_output_folder_inside_the_data_folder_is_refused_before_anything_is_written(string outFolder)
+    {
+        using var dir = new TempFolder();
+        string data = Path.Combine(dir.Path, "data"), output = Path.Combine(dir.Path, outFolder);
+        Directory.CreateDirectory(data);
+        File.WriteAllText(Path.Combine(data, "doc.txt"), string.Concat(Enumerable.Repeat("It is a truth universally acknowledged. ", 40)));
+        var r = CliRunner.Run(["train", "--config", Debug, "--steps", "1", "--out", output, "--set", $"data.path=\"{data}\""]);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal($"error: the output folder {output} is inside the data folder {data}, whose files are all read as data: " +
+                     "train into another --out", Assert.Single(r.StderrLines));
+        Assert.Equal(["doc.txt"], Directory.GetFileSystemEntries(data).Select(Path.GetFileName));
+        // A sibling whose name begins like the data folder's is outside it.
+        var sibling = CliRunner.Run(["train", "--config", Debug, "--steps", "1", "--out", data + "..x", "--set", $"data.path=\"{data}\"",
+            "--set", "training.seq_len=16"]);
+        Assert.True(sibling.ExitCode == 0, sibling.Stderr);
+    }
+
     [Fact]
     public void An_unwritable_output_folder_is_one_error_line_and_exit_2()
     {

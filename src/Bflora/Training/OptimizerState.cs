@@ -94,7 +94,7 @@ public static class OptimizerState
                 if (!from.Member.Shape.SequenceEqual(m.Shape))
                     throw new BfloraInputException(
                         $"the checkpoint's '{m.Name}' has shape [{string.Join(", ", from.Member.Shape)}], the model's " +
-                        $"[{string.Join(", ", m.Shape)}] (different lora.r?)");
+                        $"[{string.Join(", ", m.Shape)}] ({ShapeHint(m.Name, from.Member.Shape, m.Shape)})");
                 if (layout.Overlap(m, rank) is (long start, long at, long count))
                     source.Copy(from.Slot, from.Member.Offset + start, count, targets, at);
             }
@@ -144,5 +144,13 @@ public static class OptimizerState
             var file = _files[rank] ??= SafetensorsFile.Open(Path.Combine(folder, Checkpointer.OptimizerFileOf((int)rank, _files.Length)));
             return (file, index - rank * slot.ShardNumel);
         }
+    }
+
+    /// <summary>What a shape mismatch most likely means: only the rank side of A or B differs → lora.r, else another model.</summary>
+    private static string ShapeHint(string name, long[] saved, long[] now)
+    {
+        int rankAxis = name.EndsWith(".lora_A", StringComparison.Ordinal) ? 0 : name.EndsWith(".lora_B", StringComparison.Ordinal) ? 1 : -1;
+        bool onlyRank = rankAxis >= 0 && saved.Length == 2 && now.Length == 2 && saved[1 - rankAxis] == now[1 - rankAxis];
+        return onlyRank ? $"lora.r {saved[rankAxis]} in the checkpoint, {now[rankAxis]} in the config" : "a checkpoint of another model?";
     }
 }

@@ -70,6 +70,11 @@ public static class TrainRun
             progress.Line($"Resumed from {resumeFrom} at step {state.Step}");
             // Moving or copying a dataset is fine; other files, a text field or window length go on from a position
             // that no longer means where the run was, which the user should hear about rather than find in the loss.
+            // The saved A and B were trained under their scale; another lora_alpha rescales what they add from here on.
+            if (!session.FullTraining && Lora.PeftAdapter.ReadConfig(resumeFrom).LoraAlpha is var savedAlpha
+                && savedAlpha != config.Lora.LoraAlpha)
+                progress.Line($"warning: lora.lora_alpha is {config.Lora.LoraAlpha:G6}, the checkpoint's {savedAlpha:G6}: " +
+                              $"what the trained adapter adds is scaled ×{config.Lora.LoraAlpha / savedAlpha:G4} from here on");
             if (state.Data?.DifferencesTo(session.Data) is { Count: > 0 } changed)
                 progress.Line($"warning: the data differs from the checkpoint's ({string.Join("; ", changed)}): " +
                               $"training goes on from the saved position, document {state.DataCursor.Document} of epoch {state.DataCursor.Epoch}");

@@ -114,7 +114,7 @@ public sealed class OptimizerStateTests : IDisposable
         var fewer = all.Where(m => m.Name != "layers.1.wq.lora_A").ToArray();
         foreach (var (members, message) in new[]
                  {
-                     (reshaped, "'layers.0.wq.lora_B' has shape [3, 4], the model's [4, 3] (different lora.r?)"),
+                     (reshaped, "'layers.0.wq.lora_B' has shape [3, 4], the model's [4, 3] (a checkpoint of another model?)"),
                      (missing, "no optimizer state for 'layers.2.wq.lora_A'"),
                      (fewer, "optimizer state for 'layers.1.wq.lora_A', which this run does not train"),
                  })

@@ -24,6 +24,10 @@ public static partial class LlamaKeyMap
         ("post_attention_layernorm", "ffn_norm"),
     ];
 
+    /// <summary>The HF names of a block's Linear layers, "q_proj" … "down_proj", as PEFT's target_modules names them.</summary>
+    public static IReadOnlyList<string> LinearModuleNames { get; } =
+        LayerParts.Where(p => p.Hf.EndsWith("_proj", StringComparison.Ordinal)).Select(p => p.Hf[(p.Hf.IndexOf('.') + 1)..]).ToArray();
+
     private static readonly (string Hf, string Titan)[] TopLevel =
     [
         ("model.embed_tokens.weight", "tok_embeddings.weight"),

@@ -92,7 +92,7 @@ public static class PeftAdapter
         {
             null => [],
             // PEFT's shorthand for every Linear but the output head: the layers bflora converts.
-            JsonValue v when v.TryGetValue(out string? all) && all == "all-linear" => LinearModules,
+            JsonValue v when v.TryGetValue(out string? all) && all == "all-linear" => LlamaKeyMap.LinearModuleNames,
             JsonArray items => items.Select(n => n is JsonValue v && v.TryGetValue(out string? t) ? t
                 : throw new BfloraInputException($"{path}: target_modules must be a list of strings")).ToList(),
             _ => throw new BfloraInputException(
@@ -101,9 +101,6 @@ public static class PeftAdapter
         RefuseOtherVariants(root, path);
         return new PeftAdapterConfig(r, alpha, targets, Text(root, "base_model_name_or_path", path) ?? "");
     }
-
-    /// <summary>The HF names of the Linear layers bflora converts, in a Llama block's order.</summary>
-    private static readonly string[] LinearModules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
     /// <summary>
     /// PEFT options under which the same A and B mean another weight (DoRA's magnitudes, rsLoRA's α/√r, per-module

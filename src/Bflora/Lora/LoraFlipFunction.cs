@@ -106,12 +106,6 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
     }
 
     /// <summary>
-    /// The correction forms the whole gᵀx_f once the drops exceed out·in / this ratio: gathering a column pair per
-    /// drop costs far more per element than a matmul does (crossover measured on the demo model at 0.5^7 flips).
-    /// </summary>
-    const long DenseCorrectionRatio = 1000;
-
-    /// <summary>
     /// What the saved list holds after x_f, A, B: W when the backward rebuilds the flipped weight (for x's gradient,
     /// or to learn the weight flip's drops), then the input flip's drop record.
     /// </summary>
@@ -120,14 +114,13 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
     /// <summary>
     /// Removes from dA and dB what the dropped weight positions contributed: those got no gradient through the flip.
     /// A device's drop record (a bool per weight element) goes to one kernel; the CPU engine's index list to
-    /// <see cref="CorrectAt"/>, dense once the drops are many.
+    /// <see cref="CorrectAt"/>.
     /// </summary>
     internal static (Tensor GradA, Tensor GradB) Correct(Tensor gradA, Tensor gradB, Tensor g, Tensor x2, Tensor loraA,
         Tensor loraB, Tensor dropped, double s)
     {
         if (dropped.dtype != ScalarType.Bool)
-            return CorrectAt(gradA, gradB, g, x2, loraA, loraB, dropped, s,
-                dense: dropped.numel() * DenseCorrectionRatio > loraB.size(0) * loraA.size(1));
+            return CorrectAt(gradA, gradB, g, x2, loraA, loraB, dropped, s);
         var newA = gradA.to(ScalarType.Float32, copy: true).contiguous();
         var newB = gradB.to(ScalarType.Float32, copy: true).contiguous();
         DeviceFlip.CorrectDroppedLoraGradients(newA, newB, g, x2, loraA, loraB, dropped, s, BitFlip.KernelsFor(g));
@@ -136,19 +129,15 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
 
     /// <summary>
     /// The correction at listed flat indices, in fp32 on the small [r, in] and [out, r] tensors so the subtraction
-    /// adds no rounding of its own. G at the drops comes from K gathered dot products (sparse) or from the whole
-    /// gᵀx_f (dense).
+    /// adds no rounding of its own; G at the drops is summed in fp32 too (<see cref="DroppedWeightGradient"/>).
     /// </summary>
     internal static (Tensor GradA, Tensor GradB) CorrectAt(Tensor gradA, Tensor gradB, Tensor g, Tensor x2, Tensor loraA,
-        Tensor loraB, Tensor dropped, double s, bool dense)
+        Tensor loraB, Tensor dropped, double s)
     {
         long inFeatures = loraA.size(1);
         var o = dropped.div(inFeatures, rounding_mode: RoundingMode.floor);
         var i = dropped.remainder(inFeatures);
-        var dot = dense
-            ? g.t().matmul(x2).view(-1).index_select(0, dropped).to(ScalarType.Float32)
-            : g.index_select(1, o).to(ScalarType.Float32).mul_(x2.index_select(1, i).to(ScalarType.Float32)).sum(new long[] { 0 });
-        var sg = dot.mul_(-s).unsqueeze(1);                                             // [K, 1]
+        var sg = DroppedWeightGradient.AtDrops(g, x2, dropped).mul_(-s).unsqueeze(1);                                             // [K, 1]
         var fixB = loraA.index_select(1, i).t().to(ScalarType.Float32).mul_(sg);        // rows of dB: [K, r]
         var fixA = loraB.index_select(0, o).to(ScalarType.Float32).mul_(sg).t();       // columns of dA: [r, K]
         var newB = gradB.to(ScalarType.Float32, copy: true).index_add_(0, o, fixB, 1).to(gradB.dtype);

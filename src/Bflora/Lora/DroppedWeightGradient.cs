@@ -28,8 +28,9 @@ public static unsafe class DroppedWeightGradient
 
     /// <summary>
     /// G at <paramref name="dropped"/> (int64 flat indices into [out, in]) for g [tokens, out] and x_f [tokens, in] of
-    /// one float dtype (bf16, fp16 or fp32) on the CPU; fp32 [K]. Up to <paramref name="maxThreads"/> threads
-    /// (0: one per core). <paramref name="transposed"/> chooses the way (for tests); null decides by the drop count.
+    /// one float dtype (bf16, fp16 or fp32) on the CPU; fp32 [K]. Up to <paramref name="maxThreads"/> threads (0:
+    /// libtorch's thread count, as the flip kernels use). <paramref name="transposed"/> chooses the way (for tests);
+    /// null decides by the drop count.
     /// </summary>
     public static Tensor AtDrops(Tensor g, Tensor x2, Tensor dropped, int maxThreads = 0, bool? transposed = null)
     {
@@ -40,7 +41,7 @@ public static unsafe class DroppedWeightGradient
         var result = empty(count, ScalarType.Float32);
         if (count == 0) return result;
         using var indices = dropped.to(ScalarType.Int64).contiguous();
-        var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : Environment.ProcessorCount };
+        var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : get_num_threads() };
         if (transposed ?? count * TransposeRatio >= outFeatures + inFeatures)
         {
             using var gT = empty(new[] { outFeatures, tokens }, ScalarType.Float32);

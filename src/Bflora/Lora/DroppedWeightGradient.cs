@@ -42,25 +42,25 @@ public static unsafe class DroppedWeightGradient
         if (count == 0) return result;
         using var indices = dropped.to(ScalarType.Int64).contiguous();
         var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : get_num_threads() };
+        void Run<T>(void* gp, void* xp, long gTokenStride, long xTokenStride) where T : unmanaged =>
+            ForEachDrop(new Columns<T>((T*)gp, (T*)xp, tokens, gTokenStride, xTokenStride), indices, inFeatures, result,
+                options);
         if (transposed ?? count * TransposeRatio >= outFeatures + inFeatures)
         {
             using var gT = empty(new[] { outFeatures, tokens }, ScalarType.Float32);
             gT.copy_(g.t());
             using var xT = empty(new[] { inFeatures, tokens }, ScalarType.Float32);
             xT.copy_(x2.t());
-            ForEachDrop(new Columns<float>((float*)TensorBits.Pointer(gT), (float*)TensorBits.Pointer(xT), tokens, 1, 1), indices, inFeatures, result, options);
+            Run<float>(TensorBits.Pointer(gT), TensorBits.Pointer(xT), 1, 1);
         }
         else
         {
             using var gc = g.contiguous();
             using var xc = x2.contiguous();
             void* gp = TensorBits.Pointer(gc), xp = TensorBits.Pointer(xc);
-            if (g.dtype == ScalarType.BFloat16)
-                ForEachDrop(new Columns<BFloat16Bits>((BFloat16Bits*)gp, (BFloat16Bits*)xp, tokens, outFeatures, inFeatures), indices, inFeatures, result, options);
-            else if (g.dtype == ScalarType.Float16)
-                ForEachDrop(new Columns<Half>((Half*)gp, (Half*)xp, tokens, outFeatures, inFeatures), indices, inFeatures, result, options);
-            else
-                ForEachDrop(new Columns<float>((float*)gp, (float*)xp, tokens, outFeatures, inFeatures), indices, inFeatures, result, options);
+            if (g.dtype == ScalarType.BFloat16) Run<BFloat16Bits>(gp, xp, outFeatures, inFeatures);
+            else if (g.dtype == ScalarType.Float16) Run<Half>(gp, xp, outFeatures, inFeatures);
+            else Run<float>(gp, xp, outFeatures, inFeatures);
         }
         return result;
     }
@@ -91,7 +91,8 @@ public static unsafe class DroppedWeightGradient
             for (long k = c * chunk, end = Math.Min(count, k + chunk); k < end; k++)
             {
                 T* a = at.G(ip[k] / inFeatures), b = at.X(ip[k] % inFeatures);
-                rp[k] = vectors ? Dot((float*)a, (float*)b, at.Tokens) : DotReference(a, at.GTokenStride, b, at.XTokenStride, at.Tokens);
+                rp[k] = vectors ? Dot((float*)a, (float*)b, at.Tokens)
+                    : DotReference(a, at.GTokenStride, b, at.XTokenStride, at.Tokens);
             }
         });
     }

@@ -137,7 +137,7 @@ public sealed class LoraFlipFunction : torch.autograd.SingleTensorFunction<LoraF
         long inFeatures = loraA.size(1);
         var o = dropped.div(inFeatures, rounding_mode: RoundingMode.floor);
         var i = dropped.remainder(inFeatures);
-        var sg = DroppedWeightGradient.AtDrops(g, x2, dropped).mul_(-s).unsqueeze(1);                                             // [K, 1]
+        var sg = DroppedWeightGradient.AtDrops(g, x2, dropped).mul_(-s).unsqueeze(1);  // [K, 1]
         var fixB = loraA.index_select(1, i).t().to(ScalarType.Float32).mul_(sg);        // rows of dB: [K, r]
         var fixA = loraB.index_select(0, o).to(ScalarType.Float32).mul_(sg).t();       // columns of dA: [r, K]
         var newB = gradB.to(ScalarType.Float32, copy: true).index_add_(0, o, fixB, 1).to(gradB.dtype);

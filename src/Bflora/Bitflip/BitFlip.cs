@@ -131,7 +131,8 @@ public static unsafe class BitFlip
         return true;
     }
 
-    static int Threads(int maxThreads) => maxThreads > 0 ? maxThreads : torch.get_num_threads();
+    /// <summary>How many threads a CPU kernel of bflora's may use: maxThreads, or libtorch's count when ≤ 0.</summary>
+    internal static int Threads(int maxThreads) => maxThreads > 0 ? maxThreads : torch.get_num_threads();
 }
 
 /// <summary>

@@ -41,7 +41,7 @@ public static unsafe class DroppedWeightGradient
         var result = empty(count, ScalarType.Float32);
         if (count == 0) return result;
         using var indices = dropped.to(ScalarType.Int64).contiguous();
-        var options = new ParallelOptions { MaxDegreeOfParallelism = maxThreads > 0 ? maxThreads : get_num_threads() };
+        var options = new ParallelOptions { MaxDegreeOfParallelism = BitFlip.Threads(maxThreads) };
         void Run<T>(void* gp, void* xp, long gTokenStride, long xTokenStride) where T : unmanaged =>
             ForEachDrop(new Columns<T>((T*)gp, (T*)xp, tokens, gTokenStride, xTokenStride), indices, inFeatures, result,
                 options);

@@ -73,9 +73,10 @@ public static unsafe class DroppedWeightGradient
     readonly struct Columns<T>(T* g, T* x, long tokens, long gTokenStride, long xTokenStride) where T : unmanaged
     {
         public readonly long Tokens = tokens, GTokenStride = gTokenStride, XTokenStride = xTokenStride;
+        readonly long _gFeatureStride = gTokenStride == 1 ? tokens : 1, _xFeatureStride = xTokenStride == 1 ? tokens : 1;
         public bool Contiguous => GTokenStride == 1 && XTokenStride == 1;
-        public T* G(long o) => g + o * (GTokenStride == 1 ? Tokens : 1);
-        public T* X(long i) => x + i * (XTokenStride == 1 ? Tokens : 1);
+        public T* G(long o) => g + o * _gFeatureStride;
+        public T* X(long i) => x + i * _xFeatureStride;
     }
 
     static void ForEachDrop<T>(Columns<T> at, Tensor indices, long inFeatures, Tensor result, ParallelOptions options)
